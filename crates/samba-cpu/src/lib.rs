@@ -7,8 +7,10 @@
 //! - backward functions *add* into their gradient outputs (`+=`), so callers zero gradients
 //!   once and sublayers that share an input simply accumulate.
 
+pub mod error;
 pub mod model;
 pub mod ops;
 pub mod testing;
 
-pub use model::{Activations, CpuModel};
+pub use error::CpuError;
+pub use model::{Activations, BatchShape, CpuModel};

@@ -1,1 +1,39 @@
-fn main() {}
+//! `samba-lm`: build, train, run and evaluate Samba language models from one binary.
+
+mod commands;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "samba-lm", version, about = "Samba hybrid language models (Mamba + sliding-window attention + SwiGLU) in Rust", long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Write a randomly initialized model folder (config.json + model.safetensors).
+    Init(commands::init::InitArgs),
+    /// Print per-token log-probabilities, mean negative log-likelihood and perplexity of a text.
+    Score(commands::score::ScoreArgs),
+    /// Print a model folder's configuration and parameter count, or a preset's.
+    Info(commands::info::InfoArgs),
+    /// Measure speed (tokens/s) against the machine.
+    #[command(subcommand)]
+    Bench(commands::bench::BenchCommand),
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Init(args) => commands::init::run(args),
+        Command::Score(args) => commands::score::run(args),
+        Command::Info(args) => commands::info::run(args),
+        Command::Bench(cmd) => commands::bench::run(cmd),
+    };
+    if let Err(e) = result {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}

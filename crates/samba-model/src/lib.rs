@@ -7,10 +7,12 @@
 pub mod checkpoint;
 pub mod config;
 pub mod error;
+pub mod flops;
 pub mod init;
 pub mod layout;
 pub mod preset;
 
+pub use checkpoint::LoadedModel;
 pub use config::{Config, Layout, Sublayer};
 pub use error::ModelError;
 pub use layout::{ParamLayout, TensorId};

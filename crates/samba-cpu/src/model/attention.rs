@@ -1,0 +1,120 @@
+//! The attention mixer sublayer (sliding-window or full causal), for xn = RMSNorm(x) [rows, d]:
+//!
+//!   qkv = xn @ attn^T            [rows, (H + 2G) hd], grouped-interleaved heads
+//!   qkv = rope(qkv)              q and k heads rotated (NeoX half split); skipped for NoPE
+//!   att = attention(qkv, window) [rows, H hd]
+//!   out = att @ proj^T           [rows, d]
+
+use samba_model::layout::AttentionParams;
+
+use super::{Ctx, GradCtx};
+use crate::ops::attention::{attention_bwd, attention_fwd, QkvDims};
+use crate::ops::matmul::{linear_bwd, linear_fwd, LinearDims};
+use crate::ops::rope::{rope_bwd, rope_fwd};
+
+/// Saved for the backward pass.
+pub struct AttentionActs {
+    pub qkv: Vec<f32>, // [rows, (H + 2G) hd], after RoPE
+    pub att: Vec<f32>, // [rows, H hd]
+    pub lse: Vec<f32>, // [batch, H, seq]
+}
+
+impl AttentionActs {
+    pub fn new(ctx: &Ctx) -> AttentionActs {
+        let (c, rows) = (ctx.config, ctx.shape.rows());
+        AttentionActs {
+            qkv: vec![0.0; rows * c.qkv_dim()],
+            att: vec![0.0; rows * c.heads * c.head_dim],
+            lse: vec![0.0; rows * c.heads],
+        }
+    }
+}
+
+fn qkv_dims(ctx: &Ctx) -> QkvDims {
+    let c = ctx.config;
+    QkvDims {
+        batch: ctx.shape.batch,
+        seq: ctx.shape.seq,
+        heads: c.heads,
+        kv_heads: c.kv_heads,
+        head_dim: c.head_dim,
+    }
+}
+
+fn projections(ctx: &Ctx) -> (LinearDims, LinearDims) {
+    let (c, rows) = (ctx.config, ctx.shape.rows());
+    let h_hd = c.heads * c.head_dim;
+    (
+        LinearDims {
+            rows,
+            in_features: c.d_model,
+            out_features: c.qkv_dim(),
+        },
+        LinearDims {
+            rows,
+            in_features: h_hd,
+            out_features: c.d_model,
+        },
+    )
+}
+
+/// out [rows, d] from xn [rows, d]; `window` is `None` for full causal attention.
+pub fn attention_sublayer_fwd(
+    ctx: &Ctx,
+    p: &AttentionParams,
+    window: Option<usize>,
+    out: &mut [f32],
+    a: &mut AttentionActs,
+    xn: &[f32],
+) {
+    let (qkv_proj, out_proj) = projections(ctx);
+    let dims = qkv_dims(ctx);
+    linear_fwd(&mut a.qkv, xn, ctx.tensor(p.qkv), qkv_proj);
+    if let Some(table) = ctx.rope {
+        rope_fwd(&mut a.qkv, table, dims);
+    }
+    attention_fwd(&mut a.att, &mut a.lse, &a.qkv, dims, window);
+    linear_fwd(out, &a.att, ctx.tensor(p.proj), out_proj);
+}
+
+/// Backward of [`attention_sublayer_fwd`]: adds d loss / d xn into `dxn`.
+#[allow(clippy::too_many_arguments)]
+pub fn attention_sublayer_bwd(
+    ctx: &Ctx,
+    g: &mut GradCtx,
+    p: &AttentionParams,
+    window: Option<usize>,
+    dxn: &mut [f32],
+    dout: &[f32],
+    a: &AttentionActs,
+    xn: &[f32],
+) {
+    let (qkv_proj, out_proj) = projections(ctx);
+    let dims = qkv_dims(ctx);
+    // out = att @ proj^T
+    let mut datt = vec![0.0; a.att.len()];
+    linear_bwd(
+        Some(&mut datt),
+        g.tensor(p.proj),
+        dout,
+        &a.att,
+        ctx.tensor(p.proj),
+        out_proj,
+    );
+    // att = attention(qkv)
+    let mut dqkv = vec![0.0; a.qkv.len()];
+    attention_bwd(&mut dqkv, &datt, &a.att, &a.lse, &a.qkv, dims, window);
+    // qkv = rope(qkv_pre): the rotation's transpose takes the gradient back.
+    if let Some(table) = ctx.rope {
+        rope_bwd(&mut dqkv, table, dims);
+    }
+    // qkv_pre = xn @ attn^T
+    linear_bwd(
+        Some(dxn),
+        g.tensor(p.qkv),
+        &dqkv,
+        xn,
+        ctx.tensor(p.qkv),
+        qkv_proj,
+    );
+}

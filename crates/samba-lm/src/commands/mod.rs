@@ -1,0 +1,8 @@
+//! One file per subcommand: its clap arguments and its `run`.
+
+pub mod bench;
+pub mod config_args;
+pub mod info;
+pub mod init;
+pub mod score;
+pub mod text;
