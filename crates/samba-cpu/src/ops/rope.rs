@@ -2,8 +2,9 @@
 //! of the fused qkv buffer (v is not rotated), at absolute positions.
 //!
 //! The cos/sin tables are computed in f32 and rounded to bf16, as the reference does even for
-//! f32 models, so its logits are reproduced only with the same rounding. A consequence: the rounded (cos, sin) pair is not exactly a rotation (cos^2 + sin^2 != 1), so [`rope_bwd`]
-//! is the transpose of [`rope_fwd`], not its inverse.
+//! f32 models, so its logits are reproduced only with the same rounding. A consequence: a
+//! rounded (cos, sin) pair is not exactly a rotation (cos^2 + sin^2 != 1), so [`rope_bwd`] is
+//! the transpose of [`rope_fwd`], not its inverse.
 
 use super::attention::QkvDims;
 use rayon::prelude::*;
@@ -159,26 +160,33 @@ mod tests {
     #[test]
     fn hand_computed_position_one() {
         // head_dim 4, base 10000: theta = [1, 10000^(-1/2) = 0.01]; at position 1
-        // cos(1) = 0.5403.. -> bf16 0.5390625, sin(1) = 0.8414.. -> bf16 0.83984375,
-        // cos(0.01) = 0.99995 -> bf16 1.0, sin(0.01) = 0.0099998 -> bf16 0.010009765625.
+        //   cos(1)    = 0.5403..   -> bf16 0.5390625      = 69 / 128
+        //   sin(1)    = 0.8414..   -> bf16 0.83984375     = 215 / 256
+        //   cos(0.01) = 0.99995..  -> bf16 1
+        //   sin(0.01) = 0.0099998. -> bf16 0.010009765625 = 41 / 4096
+        let (c0, s0, c1, s1) = (69.0 / 128.0, 215.0 / 256.0, 1.0, 41.0 / 4096.0);
         let table = RopeTable::new(10000.0, 4, 1, 1);
-        assert_eq!(table.cos(), [0.5390625, 1.0]);
-        assert_eq!(table.sin(), [0.83984375, 0.010009765625]);
-        // One MQA token with one q head, k and v: x = [1, 2 | 3, 4] in each.
+        assert_eq!(table.cos(), [c0, c1]);
+        assert_eq!(table.sin(), [s0, s1]);
+        // One token, one q head, k and v, each x = [1, 2 | 3, 4]:
+        //   out1 = x1 c - x2 s = [-1.98046875, 1.9599609375]
+        //   out2 = x2 c + x1 s = [2.45703125, 4.02001953125]
+        // (all exact in f32: the bf16 tables have 8-bit mantissas).
         let d = dims(1, 1, 1, 1, 4);
         let x = [1.0, 2.0, 3.0, 4.0].repeat(3);
         let y = roped(&x, &table, d);
-        // out1 = x1 c - x2 s, out2 = x2 c + x1 s
         let want = [
-            1.0 * 0.5390625 - 3.0 * 0.83984375,
-            2.0 * 1.0 - 4.0 * 0.010009765625,
-            3.0 * 0.5390625 + 1.0 * 0.83984375,
-            4.0 * 1.0 + 2.0 * 0.010009765625,
+            1.0 * c0 - 3.0 * s0,
+            2.0 * c1 - 4.0 * s1,
+            3.0 * c0 + 1.0 * s0,
+            4.0 * c1 + 2.0 * s1,
         ];
-        assert_eq!(want, [-1.98046875, 1.9599609375, 2.45703125, 4.02001953125]);
-        for (i, (a, b)) in y[..8].iter().zip(want.iter().chain(&want)).enumerate() {
-            assert!((a - b).abs() < 1e-6, "q/k element {i}: {a} vs {b}");
-        }
+        assert_eq!(
+            want.map(f64::from),
+            [-1.98046875, 1.9599609375, 2.45703125, 4.02001953125]
+        );
+        assert_eq!(y[..4], want, "q head");
+        assert_eq!(y[4..8], want, "k head");
         assert_eq!(y[8..], x[8..], "v must not be rotated");
     }
 
