@@ -28,6 +28,23 @@ impl ScanDims {
         self.batch * self.d_inner * self.d_state
     }
 
+    /// (name, elements, shape) of every input, in the order of the fields of [`ScanInputs`].
+    fn input_shapes(&self) -> [(&'static str, usize, &'static str); 8] {
+        let lanes = self.batch * self.seq * self.d_inner;
+        let states = self.batch * self.seq * self.d_state;
+        let (e, a) = (self.d_inner, self.d_inner * self.d_state);
+        [
+            ("u", lanes, "[batch, seq, d_inner]"),
+            ("delta_raw", lanes, "[batch, seq, d_inner]"),
+            ("delta_bias", e, "[d_inner]"),
+            ("a_log", a, "[d_inner, d_state]"),
+            ("b", states, "[batch, seq, d_state]"),
+            ("c", states, "[batch, seq, d_state]"),
+            ("d_skip", e, "[d_inner]"),
+            ("z", lanes, "[batch, seq, d_inner]"),
+        ]
+    }
+
     fn blocks_per_batch(&self) -> usize {
         self.d_inner.div_ceil(CHANNELS_PER_TASK)
     }
@@ -61,51 +78,25 @@ pub struct ScanInputs<'a> {
 }
 
 impl ScanInputs<'_> {
+    fn all(&self) -> [&[f32]; 8] {
+        [
+            self.u,
+            self.delta_raw,
+            self.delta_bias,
+            self.a_log,
+            self.b,
+            self.c,
+            self.d_skip,
+            self.z,
+        ]
+    }
+
     fn check(&self, d: ScanDims) {
         assert!(d.d_inner >= 1, "selective scan: d_inner must be at least 1");
         assert!(d.d_state >= 1, "selective scan: d_state must be at least 1");
-        let lanes = d.batch * d.seq * d.d_inner;
-        let states = d.batch * d.seq * d.d_state;
-        assert_eq!(
-            self.u.len(),
-            lanes,
-            "selective scan: u is [batch, seq, d_inner]"
-        );
-        assert_eq!(
-            self.delta_raw.len(),
-            lanes,
-            "selective scan: delta_raw is [batch, seq, d_inner]"
-        );
-        assert_eq!(
-            self.z.len(),
-            lanes,
-            "selective scan: z is [batch, seq, d_inner]"
-        );
-        assert_eq!(
-            self.delta_bias.len(),
-            d.d_inner,
-            "selective scan: delta_bias is [d_inner]"
-        );
-        assert_eq!(
-            self.d_skip.len(),
-            d.d_inner,
-            "selective scan: d_skip is [d_inner]"
-        );
-        assert_eq!(
-            self.a_log.len(),
-            d.d_inner * d.d_state,
-            "selective scan: a_log is [d_inner, d_state]"
-        );
-        assert_eq!(
-            self.b.len(),
-            states,
-            "selective scan: b is [batch, seq, d_state]"
-        );
-        assert_eq!(
-            self.c.len(),
-            states,
-            "selective scan: c is [batch, seq, d_state]"
-        );
+        for (x, (name, len, shape)) in self.all().iter().zip(d.input_shapes()) {
+            assert_eq!(x.len(), len, "selective scan: {name} is {shape}");
+        }
     }
 }
 
@@ -119,6 +110,13 @@ pub struct ScanGrads<'a> {
     pub dc: &'a mut [f32],
     pub dd_skip: &'a mut [f32],
     pub dz: &'a mut [f32],
+}
+
+/// dst += src, elementwise.
+fn add_into(dst: &mut [f32], src: &[f32]) {
+    for (d, s) in dst.iter_mut().zip(src) {
+        *d += s;
+    }
 }
 
 /// One time step of one lane, in place: h = exp(delta A) h + (delta u) B, and the output before
@@ -167,18 +165,24 @@ fn scan_block_fwd(
         Some(st) => st[(b * e_all + e0) * n_st..][..len * n_st].to_vec(),
         None => vec![0.0f32; len * n_st],
     };
-    let mut a = vec![0.0f32; n_st];
-    for (j, h) in hs.chunks_exact_mut(n_st).enumerate() {
-        let e = e0 + j;
-        for (a, l) in a.iter_mut().zip(&inp.a_log[e * n_st..][..n_st]) {
-            *a = -l.exp();
-        }
-        for t in 0..seq {
-            let i = (b * seq + t) * e_all + e;
+    // A[e, n] = -exp(a_log[e, n]) for the block's channels
+    let a: Vec<f32> = inp.a_log[e0 * n_st..][..len * n_st]
+        .iter()
+        .map(|l| -l.exp())
+        .collect();
+    // time outermost: the block's states stay in cache and each step reads contiguous rows
+    for t in 0..seq {
+        let row = b * seq + t;
+        let b_t = &inp.b[row * n_st..][..n_st];
+        let c_t = &inp.c[row * n_st..][..n_st];
+        for (j, (h, a)) in hs
+            .chunks_exact_mut(n_st)
+            .zip(a.chunks_exact(n_st))
+            .enumerate()
+        {
+            let (e, i) = (e0 + j, row * e_all + e0 + j);
             let delta = softplus(inp.delta_raw[i] + inp.delta_bias[e]);
-            let b_t = &inp.b[(b * seq + t) * n_st..][..n_st];
-            let c_t = &inp.c[(b * seq + t) * n_st..][..n_st];
-            let y = lane_step(h, &a, delta, inp.u[i], b_t, c_t, inp.d_skip[e]);
+            let y = lane_step(h, a, delta, inp.u[i], b_t, c_t, inp.d_skip[e]);
             ys[t * len + j] = y * silu(inp.z[i]);
         }
     }
@@ -243,18 +247,20 @@ pub fn selective_scan_fwd(
 
 // ----------------------------------------------------------------------------------------------
 // backward (training: h[-1] = 0), per lane (b, e), with dy = dL/dy and g[t,n] = dL/dh[t,n]:
-//   out = y silu(z)           => dy[t] = dout[t] silu(z[t]);  dz[t] += dout[t] y[t] silu'(z[t])
-//   y = sum_n h C + D u       => dC[t,n] += dy[t] h[t,n];  dD += dy[t] u[t];  du[t] += dy[t] D
-//   h[t] feeds y[t] and h[t+1] => g[t,n] = dy[t] C[t,n] + exp(delta[t+1] A[n]) g[t+1,n]
+//   out = y silu(z)     => dy[t] = dout[t] silu(z[t]);  dz[t] += dout[t] y[t] silu'(z[t])
+//   y = sum_n h C + D u => dC[t,n] += dy[t] h[t,n];  dD += dy[t] u[t];  du[t] += dy[t] D
+//   h[t] feeds y[t] and h[t+1]:
+//                       => g[t,n] = dy[t] C[t,n] + exp(delta[t+1] A[n]) g[t+1,n]
 //   h[t] = exp(delta A) h[t-1] + delta u B:
-//                             => ddelta[t] = sum_n g[t,n] (A[n] exp(delta[t] A[n]) h[t-1,n] + u[t] B[t,n])
-//                                du[t]    += sum_n g[t,n] delta[t] B[t,n]
-//                                dB[t,n]  += g[t,n] delta[t] u[t]
-//                                dA[n]    += sum_t g[t,n] delta[t] exp(delta[t] A[n]) h[t-1,n]
-//   A = -exp(a_log)           => da_log[n] += dA[n] A[n]
-//   delta = softplus(raw + bias) => ddelta_raw[t] += ddelta[t] softplus'(raw[t] + bias);  ddelta_bias += same
-// h is not stored by the forward: each lane recomputes its h[t, n] into a [seq, d_state] scratch
-// and then runs the reverse recurrence.
+//                       => ddelta[t] = sum_n g[t,n] (A[n] exp(delta[t] A[n]) h[t-1,n] + u[t] B[t,n])
+//                          du[t]    += sum_n g[t,n] delta[t] B[t,n]
+//                          dB[t,n]  += g[t,n] delta[t] u[t]
+//                          dA[n]    += sum_t g[t,n] delta[t] exp(delta[t] A[n]) h[t-1,n]
+//   A = -exp(a_log)     => da_log[n] += dA[n] A[n]
+//   delta = softplus(raw + bias):
+//                       => ddelta_raw[t] += ddelta[t] softplus'(raw[t] + bias);  ddelta_bias += same
+// The forward does not store h: each lane recomputes its h[t, n] into a [seq, d_state] scratch
+// (with the forward's own lane_step, so the same bits), then runs the reverse recurrence.
 
 /// Gradients of one task (sequence b, channels e0 .. e0+len). Per-lane gradients are laid out
 /// [seq, len]; db and dc [seq, d_state] are this block's partial sums over its channels; the
@@ -331,11 +337,7 @@ fn scan_block_bwd(
             let b_t = &inp.b[row * n_st..][..n_st];
             let c_t = &inp.c[row * n_st..][..n_st];
             let h_t = &hs[t * n_st..][..n_st];
-            let h_prev = if t > 0 {
-                Some(&hs[(t - 1) * n_st..][..n_st])
-            } else {
-                None
-            };
+            let h_prev = (t > 0).then(|| &hs[(t - 1) * n_st..][..n_st]);
             let db_t = &mut gr.db[t * n_st..][..n_st];
             let dc_t = &mut gr.dc[t * n_st..][..n_st];
             let mut du_acc = dy * inp.d_skip[e];
@@ -378,46 +380,19 @@ pub fn selective_scan_bwd(grads: &mut ScanGrads, dout: &[f32], inp: &ScanInputs,
         "selective scan: dout is [batch, seq, d_inner]"
     );
     let g = grads;
-    assert_eq!(
+    let lens = [
         g.du.len(),
-        inp.u.len(),
-        "selective scan: du is [batch, seq, d_inner]"
-    );
-    assert_eq!(
         g.ddelta_raw.len(),
-        inp.delta_raw.len(),
-        "selective scan: ddelta_raw is [batch, seq, d_inner]"
-    );
-    assert_eq!(
-        g.dz.len(),
-        inp.z.len(),
-        "selective scan: dz is [batch, seq, d_inner]"
-    );
-    assert_eq!(
         g.ddelta_bias.len(),
-        inp.delta_bias.len(),
-        "selective scan: ddelta_bias is [d_inner]"
-    );
-    assert_eq!(
-        g.dd_skip.len(),
-        inp.d_skip.len(),
-        "selective scan: dd_skip is [d_inner]"
-    );
-    assert_eq!(
         g.da_log.len(),
-        inp.a_log.len(),
-        "selective scan: da_log is [d_inner, d_state]"
-    );
-    assert_eq!(
         g.db.len(),
-        inp.b.len(),
-        "selective scan: db is [batch, seq, d_state]"
-    );
-    assert_eq!(
         g.dc.len(),
-        inp.c.len(),
-        "selective scan: dc is [batch, seq, d_state]"
-    );
+        g.dd_skip.len(),
+        g.dz.len(),
+    ];
+    for (len, (name, want, shape)) in lens.into_iter().zip(dims.input_shapes()) {
+        assert_eq!(len, want, "selective scan: d{name} is {shape}");
+    }
     let (seq, n_st, e_all) = (dims.seq, dims.d_state, dims.d_inner);
     let nblk = dims.blocks_per_batch();
 
@@ -439,16 +414,9 @@ pub fn selective_scan_bwd(grads: &mut ScanGrads, dout: &[f32], inp: &ScanInputs,
             for blk in 0..nblk {
                 let (_, e0, len) = dims.block(b * nblk + blk);
                 let src = &blocks[b * nblk + blk];
-                let pairs = [
-                    (&mut du[e0..e0 + len], &src.du),
-                    (&mut dr[e0..e0 + len], &src.ddelta_raw),
-                    (&mut dz[e0..e0 + len], &src.dz),
-                ];
-                for (dst, s) in pairs {
-                    for (d, v) in dst.iter_mut().zip(&s[t * len..][..len]) {
-                        *d += v;
-                    }
-                }
+                add_into(&mut du[e0..e0 + len], &src.du[t * len..][..len]);
+                add_into(&mut dr[e0..e0 + len], &src.ddelta_raw[t * len..][..len]);
+                add_into(&mut dz[e0..e0 + len], &src.dz[t * len..][..len]);
             }
         });
 
@@ -459,30 +427,17 @@ pub fn selective_scan_bwd(grads: &mut ScanGrads, dout: &[f32], inp: &ScanInputs,
         .for_each(|(row, (db, dc))| {
             let (b, t) = (row / seq, row % seq);
             for src in &blocks[b * nblk..(b + 1) * nblk] {
-                for (d, v) in db.iter_mut().zip(&src.db[t * n_st..][..n_st]) {
-                    *d += v;
-                }
-                for (d, v) in dc.iter_mut().zip(&src.dc[t * n_st..][..n_st]) {
-                    *d += v;
-                }
+                add_into(db, &src.db[t * n_st..][..n_st]);
+                add_into(dc, &src.dc[t * n_st..][..n_st]);
             }
         });
 
     // parameter gradients: sum over the sequences, in batch order
     for (i, src) in blocks.iter().enumerate() {
         let (_, e0, len) = dims.block(i);
-        for (d, v) in g.da_log[e0 * n_st..][..len * n_st]
-            .iter_mut()
-            .zip(&src.da_log)
-        {
-            *d += v;
-        }
-        for (d, v) in g.dd_skip[e0..e0 + len].iter_mut().zip(&src.dd_skip) {
-            *d += v;
-        }
-        for (d, v) in g.ddelta_bias[e0..e0 + len].iter_mut().zip(&src.ddelta_bias) {
-            *d += v;
-        }
+        add_into(&mut g.da_log[e0 * n_st..][..len * n_st], &src.da_log);
+        add_into(&mut g.dd_skip[e0..e0 + len], &src.dd_skip);
+        add_into(&mut g.ddelta_bias[e0..e0 + len], &src.ddelta_bias);
     }
 }
 
@@ -491,167 +446,126 @@ mod tests {
     use super::*;
     use crate::testing::{check_gradient, dot, random_vec};
 
-    /// Owned inputs, so tests can perturb one of them.
+    /// Owned inputs in the order of [`ScanInputs`]' fields (see `input_shapes`), so a test can
+    /// perturb any one of them.
     #[derive(Clone)]
-    struct Inputs {
-        u: Vec<f32>,
-        delta_raw: Vec<f32>,
-        delta_bias: Vec<f32>,
-        a_log: Vec<f32>,
-        b: Vec<f32>,
-        c: Vec<f32>,
-        d_skip: Vec<f32>,
-        z: Vec<f32>,
-    }
-
-    const NAMES: [&str; 8] = [
-        "u",
-        "delta_raw",
-        "delta_bias",
-        "a_log",
-        "b",
-        "c",
-        "d_skip",
-        "z",
-    ];
+    struct Inputs([Vec<f32>; 8]);
+    const U: usize = 0;
+    const DELTA_RAW: usize = 1;
+    const B: usize = 4;
+    const C: usize = 5;
+    const Z: usize = 7;
 
     impl Inputs {
         /// Well-conditioned inputs: delta_raw in -2..1 (delta about 0.1..1.5), a_log = ln(n+1)
-        /// plus noise as Mamba initialises it, the rest U(-1, 1).
+        /// plus noise as Mamba initialises it, the rest U(-1, 1) (delta_bias U(-0.5, 0.5)).
         fn random(d: ScanDims, seed: u64) -> Self {
-            let lanes = d.batch * d.seq * d.d_inner;
-            let states = d.batch * d.seq * d.d_state;
-            let noise = random_vec(d.d_inner * d.d_state, seed + 3, 0.2);
-            Inputs {
-                u: random_vec(lanes, seed, 1.0),
-                delta_raw: random_vec(lanes, seed + 1, 1.5)
-                    .iter()
-                    .map(|v| v - 0.5)
-                    .collect(),
-                delta_bias: random_vec(d.d_inner, seed + 2, 0.5),
-                a_log: (0..d.d_inner * d.d_state)
-                    .map(|i| ((i % d.d_state) as f32 + 1.0).ln() + noise[i])
-                    .collect(),
-                b: random_vec(states, seed + 4, 1.0),
-                c: random_vec(states, seed + 5, 1.0),
-                d_skip: random_vec(d.d_inner, seed + 6, 1.0),
-                z: random_vec(lanes, seed + 7, 1.0),
+            let lens = d.input_shapes().map(|(_, len, _)| len);
+            let mut x: [Vec<f32>; 8] =
+                std::array::from_fn(|k| random_vec(lens[k], seed + k as u64, 1.0));
+            let [_, delta_raw, delta_bias, a_log, ..] = &mut x;
+            delta_raw.iter_mut().for_each(|v| *v = 1.5 * *v - 0.5);
+            delta_bias.iter_mut().for_each(|v| *v *= 0.5);
+            for (i, v) in a_log.iter_mut().enumerate() {
+                *v = ((i % d.d_state) as f32 + 1.0).ln() + 0.2 * *v;
             }
+            Inputs(x)
         }
 
         fn view(&self) -> ScanInputs<'_> {
+            let [u, delta_raw, delta_bias, a_log, b, c, d_skip, z] = &self.0;
             ScanInputs {
-                u: &self.u,
-                delta_raw: &self.delta_raw,
-                delta_bias: &self.delta_bias,
-                a_log: &self.a_log,
-                b: &self.b,
-                c: &self.c,
-                d_skip: &self.d_skip,
-                z: &self.z,
-            }
-        }
-
-        fn field(&mut self, name: &str) -> &mut Vec<f32> {
-            match name {
-                "u" => &mut self.u,
-                "delta_raw" => &mut self.delta_raw,
-                "delta_bias" => &mut self.delta_bias,
-                "a_log" => &mut self.a_log,
-                "b" => &mut self.b,
-                "c" => &mut self.c,
-                "d_skip" => &mut self.d_skip,
-                "z" => &mut self.z,
-                _ => unreachable!("no input {name}"),
+                u,
+                delta_raw,
+                delta_bias,
+                a_log,
+                b,
+                c,
+                d_skip,
+                z,
             }
         }
 
         /// Inputs of time steps t0..t1 (the per-channel parameters unchanged).
         fn time_slice(&self, d: ScanDims, t0: usize, t1: usize) -> Self {
-            let cut = |x: &[f32], width: usize| -> Vec<f32> {
-                (0..d.batch)
-                    .flat_map(|b| {
-                        x[(b * d.seq + t0) * width..(b * d.seq + t1) * width]
-                            .iter()
-                            .copied()
-                    })
-                    .collect()
-            };
-            Inputs {
-                u: cut(&self.u, d.d_inner),
-                delta_raw: cut(&self.delta_raw, d.d_inner),
-                z: cut(&self.z, d.d_inner),
-                b: cut(&self.b, d.d_state),
-                c: cut(&self.c, d.d_state),
-                ..self.clone()
+            let mut sliced = self.clone();
+            for (k, width) in [
+                (U, d.d_inner),
+                (DELTA_RAW, d.d_inner),
+                (Z, d.d_inner),
+                (B, d.d_state),
+                (C, d.d_state),
+            ] {
+                sliced.0[k] = (0..d.batch)
+                    .flat_map(|b| &self.0[k][(b * d.seq + t0) * width..(b * d.seq + t1) * width])
+                    .copied()
+                    .collect();
             }
-        }
-    }
-
-    /// Owned gradients, zero.
-    struct Grads([Vec<f32>; 8]);
-
-    impl Grads {
-        fn zeros(inp: &Inputs) -> Self {
-            let mut c = inp.clone();
-            Grads(NAMES.map(|n| vec![0.0; c.field(n).len()]))
-        }
-
-        fn backward(&mut self, dout: &[f32], inp: &Inputs, d: ScanDims) {
-            let [du, ddelta_raw, ddelta_bias, da_log, db, dc, dd_skip, dz] = &mut self.0;
-            let mut g = ScanGrads {
-                du,
-                ddelta_raw,
-                ddelta_bias,
-                da_log,
-                db,
-                dc,
-                dd_skip,
-                dz,
-            };
-            selective_scan_bwd(&mut g, dout, &inp.view(), d);
+            sliced
         }
     }
 
     fn forward(inp: &Inputs, d: ScanDims, state_in: Option<&[f32]>) -> (Vec<f32>, Vec<f32>) {
-        let mut out = vec![0.0; inp.u.len()];
+        let mut out = vec![0.0; inp.0[U].len()];
         let mut state = vec![f32::NAN; d.state_len()];
         selective_scan_fwd(&mut out, &inp.view(), d, state_in, Some(&mut state));
         (out, state)
     }
 
+    /// Adds the gradients of every input, in the same order, into `grads`.
+    fn backward(grads: &mut [Vec<f32>; 8], dout: &[f32], inp: &Inputs, d: ScanDims) {
+        let [du, ddelta_raw, ddelta_bias, da_log, db, dc, dd_skip, dz] = grads;
+        let mut g = ScanGrads {
+            du,
+            ddelta_raw,
+            ddelta_bias,
+            da_log,
+            db,
+            dc,
+            dd_skip,
+            dz,
+        };
+        selective_scan_bwd(&mut g, dout, &inp.view(), d);
+    }
+
+    fn zeros_like(inp: &Inputs) -> [Vec<f32>; 8] {
+        inp.0.clone().map(|x| vec![0.0; x.len()])
+    }
+
     /// The scan in f64, straight from the definition, storing h for every (b, t, e, n).
+    /// Returns the outputs and the final state.
     fn naive(inp: &Inputs, d: ScanDims, state_in: Option<&[f32]>) -> (Vec<f64>, Vec<f64>) {
         let (bs, ts, es, ns) = (d.batch, d.seq, d.d_inner, d.d_state);
+        let x = inp.view();
         let f = |v: f32| v as f64;
         let mut h = vec![0.0f64; bs * ts * es * ns];
         let mut out = vec![0.0f64; bs * ts * es];
-        let mut last = vec![0.0f64; bs * es * ns];
         for b in 0..bs {
             for t in 0..ts {
                 for e in 0..es {
                     let i = (b * ts + t) * es + e;
-                    let raw = f(inp.delta_raw[i]) + f(inp.delta_bias[e]);
+                    let raw = f(x.delta_raw[i]) + f(x.delta_bias[e]);
                     let delta = if raw > 20.0 { raw } else { raw.exp().ln_1p() };
-                    let mut y = f(inp.d_skip[e]) * f(inp.u[i]);
+                    let mut y = f(x.d_skip[e]) * f(x.u[i]);
                     for n in 0..ns {
-                        let a = -f(inp.a_log[e * ns + n]).exp();
+                        let a = -f(x.a_log[e * ns + n]).exp();
                         let prev = match t {
                             0 => state_in.map_or(0.0, |s| f(s[(b * es + e) * ns + n])),
-                            _ => h[i * ns + n - es * ns],
+                            _ => h[(i - es) * ns + n],
                         };
-                        let bn = f(inp.b[(b * ts + t) * ns + n]);
-                        h[i * ns + n] = (delta * a).exp() * prev + delta * f(inp.u[i]) * bn;
-                        y += h[i * ns + n] * f(inp.c[(b * ts + t) * ns + n]);
-                        if t == ts - 1 {
-                            last[(b * es + e) * ns + n] = h[i * ns + n];
-                        }
+                        let bn = f(x.b[(b * ts + t) * ns + n]);
+                        h[i * ns + n] = (delta * a).exp() * prev + delta * f(x.u[i]) * bn;
+                        y += h[i * ns + n] * f(x.c[(b * ts + t) * ns + n]);
                     }
-                    let z = f(inp.z[i]);
+                    let z = f(x.z[i]);
                     out[i] = y * z / (1.0 + (-z).exp());
                 }
             }
         }
+        let last = (0..bs)
+            .flat_map(|b| &h[((b * ts + ts - 1) * es) * ns..][..es * ns])
+            .copied()
+            .collect();
         (out, last)
     }
 
@@ -678,8 +592,9 @@ mod tests {
         let d = DIMS;
         let mut inp = Inputs::random(d, 1);
         // a few deltas past softplus's threshold of 20, where delta = raw + bias exactly
-        for i in [0, 7, 31, 60, 107] {
-            inp.delta_raw[i] = 20.5 + (i % 5) as f32;
+        // (95 also overflows exp in f32: without the threshold delta would be inf)
+        for (i, raw) in [(0, 20.5), (7, 23.0), (31, 21.0), (60, 95.0), (107, 30.0)] {
+            inp.0[DELTA_RAW][i] = raw;
         }
         let st = random_vec(d.state_len(), 9, 1.0);
         for state_in in [None, Some(&st[..])] {
@@ -694,29 +609,25 @@ mod tests {
     fn bwd_matches_finite_differences() {
         let d = DIMS;
         let inp = Inputs::random(d, 11);
-        let probe = random_vec(inp.u.len(), 19, 1.0);
-        let mut grads = Grads::zeros(&inp);
-        grads.backward(&probe, &inp, d);
-        for (name, analytic) in NAMES.iter().zip(&grads.0) {
-            let x = inp.clone().field(name).clone();
+        let probe = random_vec(inp.0[U].len(), 19, 1.0);
+        let mut grads = zeros_like(&inp);
+        backward(&mut grads, &probe, &inp, d);
+        for (k, (name, _, _)) in d.input_shapes().into_iter().enumerate() {
             let loss = |v: &[f32]| {
                 let mut p = inp.clone();
-                *p.field(name) = v.to_vec();
+                p.0[k] = v.to_vec();
                 dot(&forward(&p, d, None).0, &probe)
             };
-            check_gradient(name, &x, analytic, loss, 200, 1e-3, 1e-2);
+            check_gradient(name, &inp.0[k], &grads[k], loss, 200, 1e-3, 1e-2);
         }
-
-        // a second call adds the same gradients again
-        let mut twice = Grads(grads.0.clone());
-        twice.backward(&probe, &inp, d);
-        for ((name, two), one) in NAMES.iter().zip(&twice.0).zip(&grads.0) {
-            for (a, b) in two.iter().zip(one) {
-                assert!(
-                    (a - 2.0 * b).abs() <= 1e-6 * (1.0 + b.abs()),
-                    "{name}: bwd must add"
-                );
-            }
+        // gradients of a second call add to the first
+        let mut twice = grads.clone();
+        backward(&mut twice, &probe, &inp, d);
+        for (two, one) in twice.iter().flatten().zip(grads.iter().flatten()) {
+            assert!(
+                (two - 2.0 * one).abs() <= 1e-6 * (1.0 + one.abs()),
+                "bwd must add"
+            );
         }
     }
 
@@ -756,13 +667,12 @@ mod tests {
             d_state: 16,
         };
         let inp = Inputs::random(d, 31);
-        let dout = random_vec(inp.u.len(), 39, 1.0);
+        let dout = random_vec(inp.0[U].len(), 39, 1.0);
         let st = random_vec(d.state_len(), 38, 1.0);
         let run = || {
-            let (out, state) = forward(&inp, d, Some(&st));
-            let mut grads = Grads::zeros(&inp);
-            grads.backward(&dout, &inp, d);
-            (out, state, grads.0)
+            let mut grads = zeros_like(&inp);
+            backward(&mut grads, &dout, &inp, d);
+            (forward(&inp, d, Some(&st)), grads)
         };
         let global = run();
         for threads in [1, 3] {

@@ -1,0 +1,274 @@
+//! The `samba-lm` binary end to end: init, score, info, and its errors on bad input.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn samba_lm(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_samba-lm"))
+        .args(args)
+        .output()
+        .expect("run samba-lm")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Runs a command that must fail cleanly: non-zero exit, no panic, an error naming `needle`.
+fn fails_with(args: &[&str], needle: &str) {
+    let out = samba_lm(args);
+    let err = stderr(&out);
+    assert!(
+        !out.status.success(),
+        "{args:?} succeeded: {}",
+        stdout(&out)
+    );
+    assert!(!err.contains("panicked"), "{args:?} panicked: {err}");
+    assert!(
+        err.contains(needle),
+        "{args:?}: error does not mention '{needle}': {err}"
+    );
+}
+
+fn init_tiny(dir: &Path) {
+    let out = samba_lm(&[
+        "init",
+        "--preset",
+        "tiny",
+        "--seed",
+        "5",
+        "--out",
+        dir.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "init failed: {}", stderr(&out));
+}
+
+#[test]
+fn init_then_score_reports_consistent_logprobs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tmp.path().join("tiny");
+    init_tiny(&model);
+    assert!(model.join("config.json").is_file() && model.join("model.safetensors").is_file());
+
+    let out = samba_lm(&[
+        "score",
+        "--model",
+        model.to_str().unwrap(),
+        "--tokens",
+        "1,2,3,4,5,60",
+        "--json",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let report: serde_json::Value = serde_json::from_str(&stdout(&out)).expect("JSON report");
+    let logprobs: Vec<f64> = report["token_logprobs"]
+        .as_array()
+        .expect("token_logprobs")
+        .iter()
+        .map(|v| v.as_f64().unwrap())
+        .collect();
+    assert_eq!(logprobs.len(), 5, "one log-probability per next token");
+    assert!(logprobs.iter().all(|&lp| lp < 0.0 && lp.is_finite()));
+    let mean_nll = report["mean_nll"].as_f64().unwrap();
+    let mean = -logprobs.iter().sum::<f64>() / 5.0;
+    assert!((mean_nll - mean).abs() < 1e-9);
+    assert!((report["perplexity"].as_f64().unwrap() - mean_nll.exp()).abs() < 1e-9);
+    // A random tiny model is close to uniform over its 64 tokens.
+    assert!((mean_nll - 64f64.ln()).abs() < 1.0, "mean_nll {mean_nll}");
+
+    // The same input through the library gives the same numbers.
+    let loaded = samba_model::checkpoint::load_model(&model).unwrap();
+    let cpu = samba_cpu::CpuModel::from_loaded(loaded);
+    let shape = samba_cpu::BatchShape { batch: 1, seq: 5 };
+    let mut acts = cpu.activations(shape);
+    cpu.forward(&mut acts, &[1, 2, 3, 4, 5]).unwrap();
+    cpu.loss(&mut acts, &[2, 3, 4, 5, 60]).unwrap();
+    for (lp, loss) in logprobs.iter().zip(&acts.losses) {
+        assert!((lp + *loss as f64).abs() < 1e-6);
+    }
+
+    let table = samba_lm(&[
+        "score",
+        "--model",
+        model.to_str().unwrap(),
+        "--tokens",
+        "1,2,3",
+    ]);
+    assert!(stdout(&table).contains("perplexity"));
+}
+
+#[test]
+fn init_takes_shape_flags() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tmp.path().join("custom");
+    let args = [
+        "init",
+        "--preset",
+        "tiny",
+        "--layout",
+        "mamba-swa-mlp",
+        "--n-layer",
+        "4",
+        "--d-model",
+        "64",
+        "--heads",
+        "8",
+        "--kv-heads",
+        "2",
+        "--mlp-hidden",
+        "128",
+        "--window",
+        "16",
+        "--vocab",
+        "256",
+        "--out",
+    ];
+    let mut args = args.to_vec();
+    args.push(model.to_str().unwrap());
+    let out = samba_lm(&args);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let config = samba_model::checkpoint::load_config(&model).unwrap();
+    assert_eq!(config.layout, samba_model::Layout::MambaSwaMlp);
+    assert_eq!(
+        (
+            config.n_layer,
+            config.d_model,
+            config.heads,
+            config.kv_heads
+        ),
+        (4, 64, 8, 2)
+    );
+    assert_eq!(
+        (
+            config.head_dim,
+            config.mlp_hidden,
+            config.window,
+            config.vocab
+        ),
+        (8, 128, 16, 256)
+    );
+    assert_eq!(config.dt_rank, 4, "dt_rank follows d_model: ceil(64 / 16)");
+    let info = samba_lm(&["info", "--model", model.to_str().unwrap(), "--tensors"]);
+    assert!(
+        stdout(&info).contains("transformer.h.3.mb.A_log"),
+        "{}",
+        stdout(&info)
+    );
+}
+
+#[test]
+fn init_refuses_bad_flags_and_leaves_nothing_behind() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out_dir = tmp.path().join("m");
+    let out = out_dir.to_str().unwrap();
+    fails_with(&["init", "--preset", "huge", "--out", out], "samba-421m");
+    fails_with(
+        &[
+            "init",
+            "--preset",
+            "tiny",
+            "--layout",
+            "transformer",
+            "--out",
+            out,
+        ],
+        "mamba-swa-mlp",
+    );
+    fails_with(
+        &[
+            "init",
+            "--preset",
+            "tiny",
+            "--heads",
+            "3",
+            "--kv-heads",
+            "2",
+            "--head-dim",
+            "8",
+            "--out",
+            out,
+        ],
+        "kv_heads",
+    );
+    fails_with(
+        &["init", "--preset", "tiny", "--dtype", "int8", "--out", out],
+        "int8",
+    );
+    assert!(!out_dir.exists());
+
+    std::fs::create_dir(&out_dir).unwrap();
+    std::fs::write(out_dir.join("notes.txt"), "keep me").unwrap();
+    fails_with(&["init", "--preset", "tiny", "--out", out], "not empty");
+    let left: Vec<_> = std::fs::read_dir(tmp.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(left.len(), 1, "only the user's folder remains: {left:?}");
+    assert_eq!(
+        std::fs::read_to_string(out_dir.join("notes.txt")).unwrap(),
+        "keep me"
+    );
+}
+
+#[test]
+fn score_rejects_bad_input_with_clear_errors() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tmp.path().join("tiny");
+    init_tiny(&model);
+    let m = model.to_str().unwrap();
+    fails_with(
+        &["score", "--model", m, "--tokens", "1,2,64"],
+        "token id 64",
+    );
+    fails_with(&["score", "--model", m, "--tokens", "1,x,3"], "'x'");
+    fails_with(&["score", "--model", m, "--tokens", ""], "at least 2");
+    fails_with(&["score", "--model", m, "--tokens", "7"], "at least 2");
+    fails_with(
+        &["score", "--model", m, "--text", "hello"],
+        "tokenizer.json",
+    );
+    let missing = tmp.path().join("nope");
+    fails_with(
+        &[
+            "score",
+            "--model",
+            missing.to_str().unwrap(),
+            "--tokens",
+            "1,2",
+        ],
+        "nope",
+    );
+    let binary = tmp.path().join("bytes.txt");
+    std::fs::write(&binary, [0x66, 0x6f, 0xff, 0xfe]).unwrap();
+    fails_with(
+        &["score", "--model", m, "--file", binary.to_str().unwrap()],
+        "not UTF-8",
+    );
+    let absent = tmp.path().join("absent.txt");
+    fails_with(
+        &["score", "--model", m, "--file", absent.to_str().unwrap()],
+        "absent.txt",
+    );
+
+    // Weights that contradict the config: the error names the file and the tensor.
+    let config_path = model.join("config.json");
+    let text = std::fs::read_to_string(&config_path).unwrap();
+    std::fs::write(
+        &config_path,
+        text.replace("\"n_layer\": 4", "\"n_layer\": 6"),
+    )
+    .unwrap();
+    fails_with(
+        &["score", "--model", m, "--tokens", "1,2"],
+        "transformer.h.4",
+    );
+    std::fs::write(
+        &config_path,
+        text.replace("\"n_layer\": 4", "\"n_layer\": 4, \"dropout\": 0.1"),
+    )
+    .unwrap();
+    fails_with(&["score", "--model", m, "--tokens", "1,2"], "dropout");
+}
