@@ -22,4 +22,14 @@ pub enum CpuError {
         batch: usize,
         seq: usize,
     },
+
+    #[error("the context is full: a sequence at position {position} cannot take {tokens} more tokens (full attention keeps at most {max_context} positions; raise the cap with --max-context or use a layout with sliding-window attention)")]
+    ContextFull {
+        position: usize,
+        tokens: usize,
+        max_context: usize,
+    },
+
+    #[error("the decode state holds {state} sequences but the batch has {batch}")]
+    BatchMismatch { state: usize, batch: usize },
 }

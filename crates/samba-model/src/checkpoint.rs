@@ -99,7 +99,7 @@ pub fn load_weights(
     let display = path.display().to_string();
     let tensors = SafeTensors::deserialize(&bytes).map_err(|e| ModelError::Safetensors {
         path: display.clone(),
-        why: e.to_string(),
+        why: describe_unreadable(&bytes, e),
     })?;
 
     let expected: HashMap<&str, usize> = layout
@@ -120,7 +120,9 @@ pub fn load_weights(
         }
     }
 
-    let mut params = vec![0.0f32; layout.numel];
+    // Every name, shape and dtype is checked before the (possibly large) buffer is allocated, so
+    // a config that contradicts the file is reported as such rather than as an allocation failure.
+    let mut views = Vec::with_capacity(layout.tensors.len());
     for spec in &layout.tensors {
         let view = tensors
             .tensor(&spec.name)
@@ -130,37 +132,82 @@ pub fn load_weights(
                 layout: config.layout.to_string(),
                 n_layer: config.n_layer,
             })?;
-        read_tensor(
-            &display,
-            &spec.name,
-            &view,
-            &spec.shape,
-            &mut params[spec.range()],
-        )?;
+        check_tensor(&display, &spec.name, &view, &spec.shape)?;
+        views.push(view);
     }
-    if let Some(head) = tied_extra {
-        if let Ok(view) = tensors.tensor(head) {
-            let wte = layout.spec(layout.wte);
-            let mut copy = vec![0.0f32; wte.numel()];
-            read_tensor(&display, head, &view, &wte.shape, &mut copy)?;
-            let saved = &params[wte.range()];
-            if let Some(index) = (0..copy.len()).find(|&i| copy[i] != saved[i]) {
-                return Err(ModelError::TiedMismatch {
-                    path: display,
-                    index,
-                });
-            }
+    let wte = layout.spec(layout.wte);
+    let tied_view = match tied_extra.map(|head| tensors.tensor(head)) {
+        Some(Ok(view)) => {
+            check_tensor(&display, TIED_HEAD, &view, &wte.shape)?;
+            Some(view)
+        }
+        _ => None,
+    };
+
+    let mut params = vec![0.0f32; layout.numel];
+    for (spec, view) in layout.tensors.iter().zip(&views) {
+        read_tensor(&display, &spec.name, view, &mut params[spec.range()])?;
+    }
+    if let Some(view) = tied_view {
+        let mut copy = vec![0.0f32; wte.numel()];
+        read_tensor(&display, TIED_HEAD, &view, &mut copy)?;
+        let saved = &params[wte.range()];
+        if let Some(index) = (0..copy.len()).find(|&i| copy[i] != saved[i]) {
+            return Err(ModelError::TiedMismatch {
+                path: display,
+                index,
+            });
         }
     }
     Ok(params)
 }
 
-fn read_tensor(
+/// Explains why the safetensors parser refused `bytes`. A truncated file is the common case
+/// (an interrupted copy or download): the parser only says the data does not cover the file, so
+/// name the first tensor whose bytes are missing.
+fn describe_unreadable(bytes: &[u8], error: safetensors::SafeTensorError) -> String {
+    let why = error.to_string();
+    if !matches!(
+        error,
+        safetensors::SafeTensorError::MetadataIncompleteBuffer
+    ) {
+        return why;
+    }
+    let Some((header_len, metadata)) = header_only(bytes) else {
+        return why;
+    };
+    let data_len = bytes.len().saturating_sub(8 + header_len);
+    let mut infos: Vec<_> = metadata.tensors().into_iter().collect();
+    infos.sort_by_key(|(_, info)| info.data_offsets.0);
+    let needed = infos.last().map_or(0, |(_, info)| info.data_offsets.1);
+    match infos
+        .iter()
+        .find(|(_, info)| info.data_offsets.1 > data_len)
+    {
+        Some((name, info)) => format!(
+            "the file is truncated: tensor '{name}' needs data bytes {}..{} but the file holds \
+             only {data_len} bytes of data ({needed} expected)",
+            info.data_offsets.0, info.data_offsets.1
+        ),
+        None => format!(
+            "{why}: the header describes {needed} bytes of tensor data, the file holds {data_len}"
+        ),
+    }
+}
+
+/// The header of a safetensors file whose data section is incomplete, and its length in bytes.
+fn header_only(bytes: &[u8]) -> Option<(usize, safetensors::tensor::Metadata)> {
+    let n = usize::try_from(u64::from_le_bytes(bytes.get(..8)?.try_into().ok()?)).ok()?;
+    let header = bytes.get(8..8usize.checked_add(n)?)?;
+    Some((n, serde_json::from_slice(header).ok()?))
+}
+
+/// Checks a stored tensor's shape and dtype against the layout.
+fn check_tensor(
     path: &str,
     name: &str,
     view: &TensorView<'_>,
     shape: &[usize],
-    out: &mut [f32],
 ) -> Result<(), ModelError> {
     if view.shape() != shape {
         return Err(ModelError::WrongShape {
@@ -170,6 +217,23 @@ fn read_tensor(
             expected: shape.to_vec(),
         });
     }
+    match view.dtype() {
+        Dtype::F32 | Dtype::BF16 | Dtype::F16 => Ok(()),
+        other => Err(ModelError::WrongDtype {
+            path: path.to_string(),
+            name: name.to_string(),
+            found: format!("{other:?}"),
+        }),
+    }
+}
+
+/// Converts a checked tensor to f32 into `out` and rejects non-finite values.
+fn read_tensor(
+    path: &str,
+    name: &str,
+    view: &TensorView<'_>,
+    out: &mut [f32],
+) -> Result<(), ModelError> {
     let data = view.data();
     match view.dtype() {
         Dtype::F32 => {

@@ -113,7 +113,9 @@ pub struct Config {
     pub mlp_hidden: usize,
     /// Sliding-window length in tokens, counting the current token.
     pub window: usize,
-    /// RoPE base; `null` for no positional encoding (NoPE).
+    /// RoPE base; `null` for no positional encoding (NoPE). The key is required: a config that
+    /// forgets it must not silently become a NoPE model.
+    #[serde(deserialize_with = "Option::deserialize")]
     pub rope_base: Option<f32>,
     pub d_state: usize,
     pub d_conv: usize,
@@ -207,16 +209,74 @@ impl Config {
                 format!("{} does not fit token ids of 32 bits", self.vocab),
             );
         }
+        if self.param_count_bound().is_none() {
+            return bad(
+                "d_model",
+                format!(
+                    "and the other sizes (n_layer {}, d_model {}, heads {}, kv_heads {}, \
+                     head_dim {}, mlp_hidden {}, expand {}, d_state {}, dt_rank {}, vocab {}) \
+                     give more parameters than a buffer can index",
+                    self.n_layer,
+                    self.d_model,
+                    self.heads,
+                    self.kv_heads,
+                    self.head_dim,
+                    self.mlp_hidden,
+                    self.expand,
+                    self.d_state,
+                    self.dt_rank,
+                    self.vocab
+                ),
+            );
+        }
         Ok(())
     }
 
-    /// Parses config.json text; `source` names the file in errors.
+    /// An upper bound on the parameter count, `None` when it overflows or exceeds what one f32
+    /// buffer can index (isize::MAX bytes). Every shape product of the layout is at most this, so
+    /// a config that passes cannot overflow while its layout is built.
+    fn param_count_bound(&self) -> Option<usize> {
+        let mul = |a: usize, b: usize| a.checked_mul(b);
+        let add = |a: usize, b: usize| a.checked_add(b);
+        let d = self.d_model;
+        let e = mul(self.expand, d)?;
+        // Mamba: in_proj [2E, d], conv1d [E, 1, d_conv] + [E], x_proj [R + 2N, E],
+        // dt_proj [E, R] + [E], A_log [E, N], D [E], out_proj [d, E].
+        let x_proj_rows = add(self.dt_rank, mul(2, self.d_state)?)?;
+        let mamba = [
+            mul(mul(2, e)?, d)?,
+            mul(e, add(self.d_conv, 1)?)?,
+            mul(x_proj_rows, e)?,
+            mul(e, add(self.dt_rank, 1)?)?,
+            mul(e, add(self.d_state, 1)?)?,
+            mul(d, e)?,
+        ]
+        .into_iter()
+        .try_fold(0usize, add)?;
+        // Attention: attn [(H + 2G) * hd, d], proj [d, H * hd].
+        let qkv_rows = mul(add(self.heads, mul(2, self.kv_heads)?)?, self.head_dim)?;
+        let attention = add(mul(qkv_rows, d)?, mul(d, mul(self.heads, self.head_dim)?)?)?;
+        // SwiGLU of hidden mlp_hidden or 2d: three [hidden, d] matrices.
+        let mlp = mul(3, mul(self.mlp_hidden.max(mul(2, d)?), d)?)?;
+        let sublayer = add(mamba.max(attention).max(mlp), d)?;
+        // At most three sublayers per block; wte, lm_head and ln_f.
+        let blocks = mul(mul(3, self.n_layer)?, sublayer)?;
+        let total = add(add(blocks, mul(mul(2, self.vocab)?, d)?)?, d)?;
+        (total <= isize::MAX as usize / std::mem::size_of::<f32>()).then_some(total)
+    }
+
+    /// Parses and validates config.json text; `source` names the file in errors, invalid values
+    /// included (they come back as [`ModelError::ConfigJson`] naming the file and the field).
     pub fn from_json(text: &str, source: &str) -> Result<Config, ModelError> {
-        let config: Config = serde_json::from_str(text).map_err(|e| ModelError::ConfigJson {
+        let in_file = |why: String| ModelError::ConfigJson {
             path: source.to_string(),
-            why: e.to_string(),
+            why,
+        };
+        let config: Config = serde_json::from_str(text).map_err(|e| in_file(e.to_string()))?;
+        config.validate().map_err(|e| match e {
+            ModelError::InvalidConfig { field, why } => in_file(format!("{field} {why}")),
+            other => other,
         })?;
-        config.validate()?;
         Ok(config)
     }
 

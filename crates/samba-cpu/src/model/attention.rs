@@ -9,8 +9,10 @@ use samba_model::layout::AttentionParams;
 
 use super::{Ctx, GradCtx};
 use crate::ops::attention::{attention_bwd, attention_fwd, QkvDims};
+use crate::ops::attention_cache::{attention_cached_fwd, KvCache};
 use crate::ops::matmul::{linear_bwd, linear_fwd, LinearDims};
-use crate::ops::rope::{rope_bwd, rope_fwd};
+use crate::ops::rope::{rope_bwd, rope_fwd, RopeTable};
+use rayon::prelude::*;
 
 /// Saved for the backward pass.
 pub struct AttentionActs {
@@ -59,6 +61,10 @@ fn projections(ctx: &Ctx) -> (LinearDims, LinearDims) {
 }
 
 /// out [rows, d] from xn [rows, d]; `window` is `None` for full causal attention.
+///
+/// `cache`: when running chunk by chunk, the keys and values of each sequence before the chunk
+/// and the position of each sequence's first chunk token; the chunk's own are appended.
+#[allow(clippy::too_many_arguments)]
 pub fn attention_sublayer_fwd(
     ctx: &Ctx,
     p: &AttentionParams,
@@ -66,14 +72,35 @@ pub fn attention_sublayer_fwd(
     out: &mut [f32],
     a: &mut AttentionActs,
     xn: &[f32],
+    cache: Option<(&mut [KvCache], &[usize])>,
 ) {
     let (qkv_proj, out_proj) = projections(ctx);
     let dims = qkv_dims(ctx);
     linear_fwd(&mut a.qkv, xn, ctx.tensor(p.qkv), qkv_proj);
-    if let Some(table) = ctx.rope {
-        rope_fwd(&mut a.qkv, table, dims);
+    match cache {
+        None => {
+            if let Some(table) = ctx.rope {
+                rope_fwd(&mut a.qkv, table, dims);
+            }
+            attention_fwd(&mut a.att, &mut a.lse, &a.qkv, dims, window);
+        }
+        Some((caches, positions)) => {
+            // Each sequence sits at its own position: rotate and attend one sequence at a time.
+            let one = QkvDims { batch: 1, ..dims };
+            let c = ctx.config;
+            a.qkv
+                .par_chunks_mut(dims.seq * dims.qkv_dim())
+                .zip(a.att.par_chunks_mut(dims.seq * dims.out_dim()))
+                .zip(caches.par_iter_mut().zip(positions.par_iter()))
+                .for_each(|((qkv, att), (cache, &position))| {
+                    if let Some(base) = c.rope_base {
+                        let table = RopeTable::new(base, c.head_dim, position, dims.seq);
+                        rope_fwd(qkv, &table, one);
+                    }
+                    attention_cached_fwd(att, qkv, cache, one, window);
+                });
+        }
     }
-    attention_fwd(&mut a.att, &mut a.lse, &a.qkv, dims, window);
     linear_fwd(out, &a.att, ctx.tensor(p.proj), out_proj);
 }
 

@@ -117,7 +117,17 @@ fn scan_inputs<'a>(ctx: &'a Ctx, p: &MambaParams, a: &'a MambaActs) -> ScanInput
 }
 
 /// out [rows, d] from xn [rows, d].
-pub fn mamba_fwd(ctx: &Ctx, p: &MambaParams, out: &mut [f32], a: &mut MambaActs, xn: &[f32]) {
+///
+/// `state`: the (conv, ssm) state of the batch's sequences when running chunk by chunk; read as
+/// the state before the chunk and replaced by the state after it.
+pub fn mamba_fwd(
+    ctx: &Ctx,
+    p: &MambaParams,
+    out: &mut [f32],
+    a: &mut MambaActs,
+    xn: &[f32],
+    state: Option<(&mut [f32], &mut [f32])>,
+) {
     let w = Widths::new(ctx);
     let conv = ConvDims {
         batch: ctx.shape.batch,
@@ -134,14 +144,20 @@ pub fn mamba_fwd(ctx: &Ctx, p: &MambaParams, out: &mut [f32], a: &mut MambaActs,
 
     linear_fwd(&mut a.xz, xn, ctx.tensor(p.in_proj), w.linear(w.d, 2 * w.e));
     split_columns(&a.xz, &mut [&mut a.x_in, &mut a.z], &[w.e, w.e]);
+    // The states before the chunk are copied, since the kernels write the states after it.
+    let (conv_state, ssm_state) = match state {
+        Some((conv, ssm)) => (Some(conv), Some(ssm)),
+        None => (None, None),
+    };
+    let conv_before = conv_state.as_ref().map(|s| s.to_vec());
     causal_conv1d_silu_fwd(
         &mut a.u,
         &a.x_in,
         ctx.tensor(p.conv_w),
         ctx.tensor(p.conv_b),
         conv,
-        None,
-        None,
+        conv_before.as_deref(),
+        conv_state,
     );
     linear_fwd(
         &mut a.x_dbl,
@@ -161,7 +177,14 @@ pub fn mamba_fwd(ctx: &Ctx, p: &MambaParams, out: &mut [f32], a: &mut MambaActs,
         w.linear(w.r, w.e),
     );
     let mut y = std::mem::take(&mut a.y);
-    selective_scan_fwd(&mut y, &scan_inputs(ctx, p, a), scan, None, None);
+    let ssm_before = ssm_state.as_ref().map(|s| s.to_vec());
+    selective_scan_fwd(
+        &mut y,
+        &scan_inputs(ctx, p, a),
+        scan,
+        ssm_before.as_deref(),
+        ssm_state,
+    );
     a.y = y;
     linear_fwd(out, &a.y, ctx.tensor(p.out_proj), w.linear(w.e, w.d));
 }

@@ -13,6 +13,10 @@
 mod attention;
 mod mamba;
 mod mlp;
+mod state;
+
+pub use state::DecodeState;
+use state::LayerState;
 
 use samba_model::layout::{MixerParams, ParamLayout, SublayerParams, TensorId};
 use samba_model::{Config, LoadedModel};
@@ -226,6 +230,41 @@ impl CpuModel {
 
     /// Runs the model over `tokens` [batch, seq]; the logits land in `acts.logits`.
     pub fn forward(&self, acts: &mut Activations, tokens: &[u32]) -> Result<(), CpuError> {
+        self.forward_inner(acts, tokens, None)
+    }
+
+    /// Runs the model over the next chunk `tokens` [batch, seq] of the sequences in `state`,
+    /// which holds everything the earlier chunks left (see [`DecodeState`]) and is advanced
+    /// past this chunk. The logits land in `acts.logits`. Chunk after chunk gives the same
+    /// logits as one [`forward`](Self::forward) over the whole sequence; a chunk of one token
+    /// is a decoding step.
+    pub fn forward_with_state(
+        &self,
+        acts: &mut Activations,
+        tokens: &[u32],
+        state: &mut DecodeState,
+    ) -> Result<(), CpuError> {
+        if state.batch() != acts.shape.batch {
+            return Err(CpuError::BatchMismatch {
+                state: state.batch(),
+                batch: acts.shape.batch,
+            });
+        }
+        state.check_room(acts.shape.seq)?;
+        self.forward_inner(acts, tokens, Some(&mut *state))?;
+        state
+            .positions
+            .iter_mut()
+            .for_each(|p| *p += acts.shape.seq);
+        Ok(())
+    }
+
+    fn forward_inner(
+        &self,
+        acts: &mut Activations,
+        tokens: &[u32],
+        mut state: Option<&mut DecodeState>,
+    ) -> Result<(), CpuError> {
         self.check_tokens("tokens", tokens, acts.shape)?;
         let c = &self.config;
         let Activations {
@@ -261,13 +300,28 @@ impl CpuModel {
                 c.norm_eps,
             );
             let xn = &normed[k];
+            let (layer, positions) = match state.as_deref_mut() {
+                Some(s) => (Some(&mut s.layers[k]), s.positions.as_slice()),
+                None => (None, &[][..]),
+            };
+            let (mamba_state, cache) = match layer {
+                Some(LayerState::Mamba { conv, ssm }) => {
+                    (Some((conv.as_mut_slice(), ssm.as_mut_slice())), None)
+                }
+                Some(LayerState::Attention { caches }) => {
+                    (None, Some((caches.as_mut_slice(), positions)))
+                }
+                _ => (None, None),
+            };
             match (&sub.mixer, &mut mixers[k]) {
-                (MixerParams::Mamba(p), MixerActs::Mamba(a)) => mamba_fwd(&ctx, p, next, a, xn),
+                (MixerParams::Mamba(p), MixerActs::Mamba(a)) => {
+                    mamba_fwd(&ctx, p, next, a, xn, mamba_state)
+                }
                 (MixerParams::WindowAttention(p), MixerActs::Attention(a)) => {
-                    attention_sublayer_fwd(&ctx, p, Some(c.window), next, a, xn)
+                    attention_sublayer_fwd(&ctx, p, Some(c.window), next, a, xn, cache)
                 }
                 (MixerParams::FullAttention(p), MixerActs::Attention(a)) => {
-                    attention_sublayer_fwd(&ctx, p, None, next, a, xn)
+                    attention_sublayer_fwd(&ctx, p, None, next, a, xn, cache)
                 }
                 (MixerParams::Mlp(p), MixerActs::Mlp(a)) => mlp_fwd(&ctx, p, next, a, xn),
                 _ => unreachable!("activations are built from the same layout"),

@@ -1,6 +1,7 @@
 //! The primitives, one per file, each with its forward and backward and the math above them.
 
 pub mod attention;
+pub mod attention_cache;
 pub mod causal_conv;
 pub mod cross_entropy;
 pub mod embedding;
