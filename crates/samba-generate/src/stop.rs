@@ -353,7 +353,13 @@ mod tests {
         let s = stops(&["STOP", "\n\n"]);
         assert_eq!(
             s.truncate("abc\n\nSTOP"),
-            ("abc", Some(StopMatch { offset: 3, stop_index: 1 }))
+            (
+                "abc",
+                Some(StopMatch {
+                    offset: 3,
+                    stop_index: 1
+                })
+            )
         );
         assert_eq!(s.truncate("abc"), ("abc", None));
     }
