@@ -272,3 +272,42 @@ fn score_rejects_bad_input_with_clear_errors() {
     .unwrap();
     fails_with(&["score", "--model", m, "--tokens", "1,2"], "dropout");
 }
+
+#[test]
+fn score_streams_in_chunks_with_the_same_result() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tmp.path().join("tiny");
+    init_tiny(&model);
+    let m = model.to_str().unwrap();
+    // 40 tokens: five windows of the tiny preset.
+    let tokens: Vec<String> = (0..40).map(|i| ((i * 37 + 11) % 64).to_string()).collect();
+    let tokens = tokens.join(",");
+    let logprobs = |chunk: &str| -> Vec<f64> {
+        let out = samba_lm(&[
+            "score", "--model", m, "--tokens", &tokens, "--json", "--chunk", chunk,
+        ]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        let report: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+        report["token_logprobs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap())
+            .collect()
+    };
+    let whole = logprobs("512");
+    assert_eq!(whole.len(), 39);
+    for chunk in ["1", "3", "16"] {
+        let parts = logprobs(chunk);
+        let worst = whole
+            .iter()
+            .zip(&parts)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0, f64::max);
+        assert!(worst < 1e-5, "chunk {chunk}: differs by {worst}");
+    }
+    fails_with(
+        &["score", "--model", m, "--tokens", "1,2", "--chunk", "0"],
+        "chunk",
+    );
+}

@@ -13,6 +13,7 @@
 mod attention;
 mod mamba;
 mod mlp;
+mod prefill;
 mod state;
 
 pub use state::DecodeState;

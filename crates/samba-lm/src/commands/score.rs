@@ -4,7 +4,8 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use clap::{ArgGroup, Args};
-use samba_cpu::{BatchShape, CpuModel};
+use samba_cpu::ops::cross_entropy::cross_entropy_fwd;
+use samba_cpu::{BatchShape, CpuModel, DecodeState};
 use samba_model::checkpoint::load_model;
 use serde::Serialize;
 
@@ -26,6 +27,13 @@ pub struct ScoreArgs {
     /// Print one JSON object instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// Print only the totals, not a line per token.
+    #[arg(long, conflicts_with = "json")]
+    pub summary: bool,
+    /// Tokens per forward pass: the input streams through the model in chunks of this many,
+    /// carrying the recurrent state, so memory does not grow with the input.
+    #[arg(long, default_value_t = 512, value_parser = clap::value_parser!(u64).range(1..))]
+    pub chunk: u64,
 }
 
 #[derive(Serialize)]
@@ -89,12 +97,7 @@ pub fn run(args: ScoreArgs) -> Result<()> {
         );
     }
     let model = CpuModel::from_loaded(loaded);
-    let (inputs, targets) = (&tokens[..tokens.len() - 1], &tokens[1..]);
-    let shape = BatchShape {
-        batch: 1,
-        seq: inputs.len(),
-    };
-    // Check every id (targets included) before any work.
+    // Check every id before any work.
     model.check_tokens(
         "tokens",
         &tokens,
@@ -103,13 +106,10 @@ pub fn run(args: ScoreArgs) -> Result<()> {
             seq: tokens.len(),
         },
     )?;
-    let mut acts = model.activations(shape);
-    model.forward(&mut acts, inputs)?;
-    model.loss(&mut acts, targets)?;
-    let token_logprobs: Vec<f64> = acts.losses.iter().map(|&l| -(l as f64)).collect();
+    let token_logprobs = score_tokens(&model, &tokens, args.chunk as usize)?;
     let mean_nll = -token_logprobs.iter().sum::<f64>() / token_logprobs.len() as f64;
     let report = ScoreReport {
-        tokens: tokens.clone(),
+        tokens,
         token_logprobs,
         mean_nll,
         perplexity: mean_nll.exp(),
@@ -117,12 +117,51 @@ pub fn run(args: ScoreArgs) -> Result<()> {
     if args.json {
         println!("{}", serde_json::to_string(&report)?);
     } else {
-        println!("{:>8} {:>10} {:>12}", "position", "token", "logprob");
-        for (i, lp) in report.token_logprobs.iter().enumerate() {
-            println!("{:>8} {:>10} {:>12.4}", i + 1, report.tokens[i + 1], lp);
+        if !args.summary {
+            println!("{:>8} {:>10} {:>12}", "position", "token", "logprob");
+            for (i, lp) in report.token_logprobs.iter().enumerate() {
+                println!("{:>8} {:>10} {:>12.4}", i + 1, report.tokens[i + 1], lp);
+            }
         }
+        println!("tokens     {}", report.tokens.len());
         println!("mean_nll   {:.4}", report.mean_nll);
         println!("perplexity {:.4}", report.perplexity);
     }
     Ok(())
+}
+
+/// log p(tokens[i + 1] | tokens[..=i]) for every i, streaming the input through the model in
+/// chunks with a carried state: memory does not grow with the input's length.
+pub fn score_tokens(model: &CpuModel, tokens: &[u32], chunk: usize) -> Result<Vec<f64>> {
+    let inputs = &tokens[..tokens.len() - 1];
+    let mut state = DecodeState::new(model, 1, tokens.len());
+    let vocab = model.config.vocab;
+    let mut logprobs = Vec::with_capacity(inputs.len());
+    let bar = progress(inputs.len());
+    model.prefill(&mut state, inputs, chunk, |acts, start| {
+        let len = acts.logits.len() / vocab;
+        let targets = &tokens[start + 1..start + 1 + len];
+        let mut losses = vec![0.0; len];
+        let mut lse = vec![0.0; len];
+        cross_entropy_fwd(&mut losses, &mut lse, &acts.logits, targets, vocab);
+        logprobs.extend(losses.iter().map(|&l| -(l as f64)));
+        bar.inc(len as u64);
+    })?;
+    bar.finish_and_clear();
+    Ok(logprobs)
+}
+
+/// A progress bar for long inputs (hidden for short ones and when stderr is not a terminal).
+fn progress(tokens: usize) -> indicatif::ProgressBar {
+    if tokens < 4096 {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new(tokens as u64);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{bar:40} {pos}/{len} tokens, {per_sec}, eta {eta}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    bar
 }
