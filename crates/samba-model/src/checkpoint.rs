@@ -66,6 +66,12 @@ pub fn load_config(dir: &Path) -> Result<Config, ModelError> {
 
 /// Loads a model folder.
 pub fn load_model(dir: &Path) -> Result<LoadedModel, ModelError> {
+    if !dir.exists() {
+        return Err(io_error(
+            dir,
+            "no such model folder (expected a directory holding config.json and model.safetensors)",
+        ));
+    }
     if !dir.is_dir() {
         return Err(io_error(
             dir,
@@ -166,11 +172,17 @@ pub fn load_weights(
 /// (an interrupted copy or download): the parser only says the data does not cover the file, so
 /// name the first tensor whose bytes are missing.
 fn describe_unreadable(bytes: &[u8], error: safetensors::SafeTensorError) -> String {
+    use safetensors::SafeTensorError::{
+        HeaderTooSmall, InvalidHeaderLength, MetadataIncompleteBuffer,
+    };
     let why = error.to_string();
-    if !matches!(
-        error,
-        safetensors::SafeTensorError::MetadataIncompleteBuffer
-    ) {
+    if matches!(error, HeaderTooSmall | InvalidHeaderLength) {
+        return format!(
+            "{why}: the file holds only {} bytes (truncated, or not a safetensors file)",
+            bytes.len()
+        );
+    }
+    if !matches!(error, MetadataIncompleteBuffer) {
         return why;
     }
     let Some((header_len, metadata)) = header_only(bytes) else {
@@ -269,27 +281,55 @@ fn read_tensor(
     Ok(())
 }
 
-fn encode(values: &[f32], dtype: SaveDtype) -> (Dtype, Vec<u8>) {
-    match dtype {
+/// Encodes one tensor for storage. Refuses values the loader would refuse: non-finite ones, and
+/// finite ones that round to infinity in the storage type (|v| > 65504 in f16), so that a saved
+/// folder always loads back.
+fn encode(
+    path: &Path,
+    name: &str,
+    values: &[f32],
+    dtype: SaveDtype,
+) -> Result<(Dtype, Vec<u8>), ModelError> {
+    if let Some(index) = values.iter().position(|v| !v.is_finite()) {
+        return Err(ModelError::NonFinite {
+            path: path.display().to_string(),
+            name: name.to_string(),
+            index,
+        });
+    }
+    let overflow = |index: usize, type_name: &'static str| ModelError::Overflow {
+        path: path.display().to_string(),
+        name: name.to_string(),
+        index,
+        value: values[index],
+        dtype: type_name,
+    };
+    Ok(match dtype {
         SaveDtype::F32 => (
             Dtype::F32,
             values.iter().flat_map(|v| v.to_le_bytes()).collect(),
         ),
-        SaveDtype::Bf16 => (
-            Dtype::BF16,
-            values
-                .iter()
-                .flat_map(|v| bf16::from_f32(*v).to_le_bytes())
-                .collect(),
-        ),
-        SaveDtype::F16 => (
-            Dtype::F16,
-            values
-                .iter()
-                .flat_map(|v| f16::from_f32(*v).to_le_bytes())
-                .collect(),
-        ),
-    }
+        SaveDtype::Bf16 => {
+            let stored: Vec<bf16> = values.iter().map(|&v| bf16::from_f32(v)).collect();
+            if let Some(index) = stored.iter().position(|v| v.is_infinite()) {
+                return Err(overflow(index, "BF16"));
+            }
+            (
+                Dtype::BF16,
+                stored.iter().flat_map(|v| v.to_le_bytes()).collect(),
+            )
+        }
+        SaveDtype::F16 => {
+            let stored: Vec<f16> = values.iter().map(|&v| f16::from_f32(v)).collect();
+            if let Some(index) = stored.iter().position(|v| v.is_infinite()) {
+                return Err(overflow(index, "F16"));
+            }
+            (
+                Dtype::F16,
+                stored.iter().flat_map(|v| v.to_le_bytes()).collect(),
+            )
+        }
+    })
 }
 
 /// Writes `model.safetensors` for a flat parameter buffer.
@@ -304,13 +344,13 @@ pub fn save_weights(
         .tensors
         .iter()
         .map(|spec| {
-            let (dt, bytes) = encode(&params[spec.range()], dtype);
-            (spec.name.clone(), spec.shape.clone(), dt, bytes)
+            let (dt, bytes) = encode(path, &spec.name, &params[spec.range()], dtype)?;
+            Ok((spec.name.clone(), spec.shape.clone(), dt, bytes))
         })
-        .collect();
+        .collect::<Result<_, ModelError>>()?;
     if config.tied_embeddings {
         let wte = layout.spec(layout.wte);
-        let (dt, bytes) = encode(&params[wte.range()], dtype);
+        let (dt, bytes) = encode(path, TIED_HEAD, &params[wte.range()], dtype)?;
         encoded.push((TIED_HEAD.to_string(), wte.shape.clone(), dt, bytes));
     }
     let views = encoded

@@ -55,6 +55,15 @@ pub enum ModelError {
         index: usize,
     },
 
+    #[error("{path}: tensor '{name}' element {index} = {value} does not fit {dtype} (it would be stored as infinity); save in f32")]
+    Overflow {
+        path: String,
+        name: String,
+        index: usize,
+        value: f32,
+        dtype: &'static str,
+    },
+
     #[error("{path}: tied tensors 'transformer.wte.weight' and 'lm_head.weight' differ (element {index}); the config says tied_embeddings = true")]
     TiedMismatch { path: String, index: usize },
 }
