@@ -16,6 +16,7 @@ use super::CpuModel;
 use crate::error::CpuError;
 use crate::ops::attention_cache::KvCache;
 
+#[derive(Clone)]
 pub(crate) enum LayerState {
     Stateless,
     Mamba {
@@ -28,6 +29,7 @@ pub(crate) enum LayerState {
 }
 
 /// The state of `batch` sequences, each at its own position.
+#[derive(Clone)]
 pub struct DecodeState {
     pub(crate) positions: Vec<usize>,
     pub(crate) layers: Vec<LayerState>,

@@ -1,4 +1,4 @@
-//! `samba-lm bench`: throughput measurements, each printed next to its floor.
+//! `samba-lm bench forward`: the parallel forward pass over a batch.
 //!
 //! On the CPU the floor is the machine's own dense f32 GEMM rate, measured here with the same
 //! GEMM the model uses: a forward pass cannot do its FLOPs faster than that.
@@ -6,7 +6,7 @@
 use std::time::Instant;
 
 use anyhow::Result;
-use clap::{Args, Subcommand};
+use clap::Args;
 use samba_cpu::ops::matmul::{linear_fwd, LinearDims};
 use samba_cpu::testing::random_vec;
 use samba_cpu::{BatchShape, CpuModel};
@@ -15,13 +15,7 @@ use samba_model::init::init_params;
 use samba_model::ParamLayout;
 use serde::Serialize;
 
-use super::config_args::ConfigArgs;
-
-#[derive(Subcommand, Debug)]
-pub enum BenchCommand {
-    /// Forward-pass throughput on the CPU (tokens/s) for a preset with random weights.
-    Forward(ForwardArgs),
-}
+use crate::commands::config_args::ConfigArgs;
 
 #[derive(Args, Debug)]
 pub struct ForwardArgs {
@@ -57,14 +51,8 @@ struct ForwardReport {
     fraction_of_ceiling: f64,
 }
 
-pub fn run(cmd: BenchCommand) -> Result<()> {
-    match cmd {
-        BenchCommand::Forward(args) => forward(args),
-    }
-}
-
 /// The dense GEMM rate of this machine (GFLOP/s) at a size like the model's projections.
-fn gemm_ceiling(d: usize) -> f64 {
+pub fn gemm_ceiling(d: usize) -> f64 {
     let (rows, k, n) = (1024, d.max(256), 4 * d.max(256));
     let a = random_vec(rows * k, 1, 1.0);
     let w = random_vec(n * k, 2, 1.0);
@@ -84,7 +72,7 @@ fn gemm_ceiling(d: usize) -> f64 {
     2.0 * (rows * k * n) as f64 / secs / 1e9
 }
 
-fn forward(args: ForwardArgs) -> Result<()> {
+pub fn run(args: ForwardArgs) -> Result<()> {
     let config = args.config.to_config()?;
     let layout = ParamLayout::new(&config);
     let params = init_params(&layout, 0);
