@@ -1,0 +1,119 @@
+//! Depthwise causal conv + SiLU forward on the GPU; the kernels are `causal_conv1d_silu_fwd`
+//! and `causal_conv1d_state_fwd` in kernels/causal_conv.cu.
+
+use cudarc::driver::{DevicePtr, DevicePtrMut, PushKernelArg};
+use samba_cpu::ops::causal_conv::ConvDims;
+
+use super::{entry, grid_1d, StateIn, StateOut};
+use crate::compile::CAUSAL_CONV;
+use crate::error::{check_len, driver, to_i32, Result};
+use crate::{CudaDevice, CudaError, Elem};
+
+/// u = silu(bias + depthwise causal conv of x), as the CPU's `causal_conv1d_silu_fwd`.
+/// x, u [batch, seq, channels]; w [channels, 1, kernel]; bias [channels];
+/// state_in, state_out [batch, kernel - 1, channels]: the input rows before t = 0 (zeros
+/// without it) and the last kernel - 1 input rows after the sequence (for the next chunk).
+#[allow(clippy::too_many_arguments)]
+pub fn causal_conv1d_silu_fwd<T: Elem>(
+    dev: &CudaDevice,
+    u: &mut impl DevicePtrMut<T>,
+    x: &impl DevicePtr<T>,
+    w: &impl DevicePtr<T>,
+    bias: &impl DevicePtr<T>,
+    dims: ConvDims,
+    state_in: Option<&dyn StateIn<T>>,
+    state_out: Option<&mut dyn StateOut<T>>,
+) -> Result<()> {
+    const OP: &str = "causal_conv1d_silu_fwd";
+    if dims.kernel == 0 || dims.channels == 0 {
+        return Err(CudaError::Unsupported {
+            op: OP,
+            reason: "kernel and channels must be at least 1".into(),
+        });
+    }
+    let n = dims.batch * dims.seq * dims.channels;
+    check_len(OP, "x", x.len(), n, "[batch, seq, channels]")?;
+    check_len(OP, "u", u.len(), n, "[batch, seq, channels]")?;
+    check_len(
+        OP,
+        "w",
+        w.len(),
+        dims.channels * dims.kernel,
+        "[channels, 1, kernel]",
+    )?;
+    check_len(OP, "bias", bias.len(), dims.channels, "[channels]")?;
+    if let Some(st) = &state_in {
+        check_len(
+            OP,
+            "state_in",
+            st.elems(),
+            dims.state_len(),
+            "[batch, kernel - 1, channels]",
+        )?;
+    }
+    if let Some(st) = &state_out {
+        check_len(
+            OP,
+            "state_out",
+            st.elems(),
+            dims.state_len(),
+            "[batch, kernel - 1, channels]",
+        )?;
+    }
+    let batch = to_i32(OP, "batch", dims.batch)?;
+    let seq = to_i32(OP, "seq", dims.seq)?;
+    let channels = to_i32(OP, "channels", dims.channels)?;
+    let kernel = to_i32(OP, "kernel", dims.kernel)?;
+    let s = dev.stream();
+    let (x_p, _gx) = x.device_ptr(s);
+    let (st_p, _gs) = match state_in {
+        Some(st) => {
+            let (p, g) = st.ptr(s);
+            (p, Some(g))
+        }
+        None => (0u64, None),
+    };
+    if n > 0 {
+        let f = dev.function(&CAUSAL_CONV, &entry::<T>(OP), 0)?;
+        let (u_p, _g0) = u.device_ptr_mut(s);
+        let (w_p, _g1) = w.device_ptr(s);
+        let (b_p, _g2) = bias.device_ptr(s);
+        let mut launch = s.launch_builder(&f);
+        launch
+            .arg(&u_p)
+            .arg(&x_p)
+            .arg(&w_p)
+            .arg(&b_p)
+            .arg(&st_p)
+            .arg(&batch)
+            .arg(&seq)
+            .arg(&channels)
+            .arg(&kernel);
+        // SAFETY: arguments match causal_conv1d_silu_fwd_<T>(T*, const T*, const T*, const T*,
+        // const T*, int, int, int, int); every length was checked above against dims; a null
+        // state_in is read as zeros by the kernel.
+        unsafe { launch.launch(grid_1d(n)) }.map_err(driver("launching causal_conv1d_silu_fwd"))?;
+    }
+    if let Some(out) = state_out {
+        let m = dims.state_len();
+        if m > 0 {
+            let f = dev.function(&CAUSAL_CONV, &entry::<T>("causal_conv1d_state_fwd"), 0)?;
+            let (o_p, _go) = out.ptr_mut(s);
+            let mut launch = s.launch_builder(&f);
+            launch
+                .arg(&o_p)
+                .arg(&x_p)
+                .arg(&st_p)
+                .arg(&batch)
+                .arg(&seq)
+                .arg(&channels)
+                .arg(&kernel);
+            // SAFETY: arguments match causal_conv1d_state_fwd_<T>(T*, const T*, const T*, int,
+            // int, int, int); state_out holds batch * (kernel - 1) * channels elements (checked)
+            // and is borrowed mutably, so it aliases neither x nor state_in.
+            unsafe { launch.launch(grid_1d(m)) }
+                .map_err(driver("launching causal_conv1d_state_fwd"))?;
+        }
+    }
+    Ok(())
+}

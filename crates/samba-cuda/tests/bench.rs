@@ -1,0 +1,207 @@
+//! Kernel timings at Samba-1.3B shapes (d 2304, E 4608, 18 heads of 128, window 2048, MLP
+//! 6144, vocab 32000) on 4 x 4096 tokens, each next to its hardware ceiling: memory-bound
+//! kernels as a fraction of ~4.3 TB/s (copy bandwidth measured on the H200), GEMMs and
+//! attention as a fraction of ~790 TFLOP/s (bf16 cuBLAS, measured there). Speed is printed,
+//! never asserted: `#[ignore]`d, run by scripts/gpu-check with `--ignored`.
+
+use half::bf16;
+use samba_cpu::ops::attention::QkvDims;
+use samba_cpu::ops::matmul::LinearDims;
+use samba_cpu::ops::selective_scan::ScanDims;
+use samba_cuda::ops::selective_scan::ScanBuffers;
+use samba_cuda::{cuda_available, ops as gpu, CudaDevice, Elem};
+
+const COPY_BW: f64 = 4.3e12;
+const BF16_FLOPS: f64 = 790e12;
+const TOKENS: usize = 4 * 4096;
+
+/// Mean seconds per call of `f` over enough calls to pass ~50 ms (after a warm-up call).
+fn time(dev: &CudaDevice, mut f: impl FnMut()) -> f64 {
+    f();
+    dev.synchronize().expect("sync");
+    let mut n = 1;
+    loop {
+        let t0 = std::time::Instant::now();
+        for _ in 0..n {
+            f();
+        }
+        dev.synchronize().expect("sync");
+        let dt = t0.elapsed().as_secs_f64();
+        if dt > 0.05 || n >= 1 << 12 {
+            return dt / n as f64;
+        }
+        n *= 4;
+    }
+}
+
+fn line(name: &str, dtype: &str, secs: f64, bytes: f64, flops: f64) {
+    let (rate, frac) = if flops > 0.0 {
+        (
+            format!("{:7.1} TFLOP/s", flops / secs / 1e12),
+            flops / secs / BF16_FLOPS,
+        )
+    } else {
+        (
+            format!("{:7.0} GB/s   ", bytes / secs / 1e9),
+            bytes / secs / COPY_BW,
+        )
+    };
+    println!(
+        "BENCH {name:<26} {dtype:<5} {:9.1} us  {rate}  {:5.1}% of ceiling",
+        secs * 1e6,
+        frac * 100.0
+    );
+}
+
+fn elementwise<T: Elem>(dev: &CudaDevice) {
+    let sz = std::mem::size_of::<T>() as f64;
+    let (d, hidden) = (2304, 6144);
+    let x = dev.zeros::<T>(TOKENS * d).expect("alloc");
+    let w = dev.zeros::<T>(d).expect("alloc");
+    let mut out = dev.zeros::<T>(TOKENS * d).expect("alloc");
+    let mut rstd = dev.zeros::<f32>(TOKENS).expect("alloc");
+    let s = time(dev, || {
+        gpu::rmsnorm::rmsnorm_fwd(dev, &mut out, &mut rstd, &x, &w, 1e-5).expect("rmsnorm")
+    });
+    line(
+        "rmsnorm_fwd [16384, 2304]",
+        T::SUFFIX,
+        s,
+        2.0 * (TOKENS * d) as f64 * sz,
+        0.0,
+    );
+
+    let g = dev.zeros::<T>(TOKENS * hidden).expect("alloc");
+    let mut act = dev.zeros::<T>(TOKENS * hidden).expect("alloc");
+    let s = time(dev, || {
+        gpu::swiglu::swiglu_fwd(dev, &mut act, &g, &g).expect("swiglu")
+    });
+    line(
+        "swiglu_fwd [16384, 6144]",
+        T::SUFFIX,
+        s,
+        3.0 * (TOKENS * hidden) as f64 * sz,
+        0.0,
+    );
+}
+
+fn scan<T: Elem>(dev: &CudaDevice) {
+    let sz = std::mem::size_of::<T>() as f64;
+    let d = ScanDims {
+        batch: 4,
+        seq: 4096,
+        d_inner: 4608,
+        d_state: 16,
+    };
+    let lanes = d.batch * d.seq * d.d_inner;
+    let big = dev.zeros::<T>(lanes).expect("alloc");
+    let small = dev.zeros::<T>(d.batch * d.seq * d.d_state).expect("alloc");
+    let a = dev.zeros::<T>(d.d_inner * d.d_state).expect("alloc");
+    let e = dev.zeros::<T>(d.d_inner).expect("alloc");
+    let bufs = ScanBuffers {
+        u: big.as_view(),
+        delta_raw: big.as_view(),
+        delta_bias: e.as_view(),
+        a_log: a.as_view(),
+        b: small.as_view(),
+        c: small.as_view(),
+        d_skip: e.as_view(),
+        z: big.as_view(),
+    };
+    let mut out = dev.zeros::<T>(lanes).expect("alloc");
+    let s = time(dev, || {
+        gpu::selective_scan::selective_scan_fwd(dev, &mut out, &bufs, d, None, None).expect("scan")
+    });
+    // u, delta_raw, z read and out written once: the least traffic a scan can have.
+    line(
+        "selective_scan_fwd b4 s4096",
+        T::SUFFIX,
+        s,
+        4.0 * lanes as f64 * sz,
+        0.0,
+    );
+}
+
+fn attention<T: Elem>(dev: &CudaDevice) {
+    let dims = QkvDims {
+        batch: 4,
+        seq: 4096,
+        heads: 18,
+        kv_heads: 18,
+        head_dim: 128,
+    };
+    let w = 2048usize;
+    let qkv = dev.zeros::<T>(TOKENS * dims.qkv_dim()).expect("alloc");
+    let mut out = dev.zeros::<T>(TOKENS * dims.out_dim()).expect("alloc");
+    let mut lse = dev
+        .zeros::<f32>(dims.batch * dims.heads * dims.seq)
+        .expect("alloc");
+    let s = time(dev, || {
+        gpu::attention::attention_fwd(dev, &mut out, &mut lse, &qkv, dims, Some(w)).expect("attn")
+    });
+    // Visible (query, key) pairs per sequence and head, times 4 head_dim FLOPs (QK and PV).
+    let pairs: usize = (0..dims.seq).map(|t| (t + 1).min(w)).sum();
+    let flops = 4.0 * (dims.batch * dims.heads * pairs * dims.head_dim) as f64;
+    line("attention_fwd s4096 w2048", T::SUFFIX, s, 0.0, flops);
+}
+
+fn linear<T: Elem>(dev: &CudaDevice)
+where
+    cudarc::cublas::CudaBlas: cudarc::cublas::Gemm<T>,
+{
+    let dims = LinearDims {
+        rows: TOKENS,
+        in_features: 2304,
+        out_features: 6144,
+    };
+    let inp = dev.zeros::<T>(TOKENS * 2304).expect("alloc");
+    let w = dev.zeros::<T>(6144 * 2304).expect("alloc");
+    let mut out = dev.zeros::<T>(TOKENS * 6144).expect("alloc");
+    let s = time(dev, || {
+        gpu::matmul::linear_fwd(dev, &mut out, &inp, &w, dims).expect("gemm")
+    });
+    line(
+        "linear_fwd 16384x2304x6144",
+        T::SUFFIX,
+        s,
+        0.0,
+        2.0 * (TOKENS * 2304 * 6144) as f64,
+    );
+}
+
+fn cross_entropy<T: Elem>(dev: &CudaDevice) {
+    let (rows, vocab) = (4096, 32000);
+    let logits = dev.zeros::<T>(rows * vocab).expect("alloc");
+    let targets = dev.zeros::<u32>(rows).expect("alloc");
+    let (mut loss, mut lse) = (
+        dev.zeros::<f32>(rows).expect("a"),
+        dev.zeros::<f32>(rows).expect("a"),
+    );
+    let s = time(dev, || {
+        gpu::cross_entropy::cross_entropy_fwd(dev, &mut loss, &mut lse, &logits, &targets, vocab)
+            .expect("ce")
+    });
+    let bytes = (rows * vocab * std::mem::size_of::<T>()) as f64;
+    line("cross_entropy_fwd [4096, 32000]", T::SUFFIX, s, bytes, 0.0);
+}
+
+#[test]
+#[ignore = "a benchmark: run on the GPU machine by scripts/gpu-check"]
+fn bench_kernels_at_samba_1_3b_shapes() {
+    if !cuda_available() {
+        eprintln!("skipped: no CUDA device on this machine");
+        return;
+    }
+    let dev = CudaDevice::open(0).expect("open device 0");
+    dev.load_all_kernels().expect("kernels");
+    elementwise::<f32>(&dev);
+    elementwise::<bf16>(&dev);
+    scan::<f32>(&dev);
+    scan::<bf16>(&dev);
+    attention::<f32>(&dev);
+    attention::<bf16>(&dev);
+    linear::<f32>(&dev);
+    linear::<bf16>(&dev);
+    cross_entropy::<f32>(&dev);
+    cross_entropy::<bf16>(&dev);
+}
