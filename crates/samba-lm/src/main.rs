@@ -17,6 +17,14 @@ enum Command {
     Init(commands::init::InitArgs),
     /// Print per-token log-probabilities, mean negative log-likelihood and perplexity of a text.
     Score(commands::score::ScoreArgs),
+    /// Generate text from a prompt (streamed), or from a batch of prompts.
+    Generate(commands::generate::GenerateArgs),
+    /// Train or try a tokenizer.
+    #[command(subcommand)]
+    Tokenizer(commands::tokenizer::TokenizerCommand),
+    /// Prepare, describe and benchmark token shards.
+    #[command(subcommand)]
+    Data(commands::data::DataCommand),
     /// Print a model folder's configuration and parameter count, or a preset's.
     Info(commands::info::InfoArgs),
     /// Measure speed (tokens/s) against the machine.
@@ -29,6 +37,9 @@ fn main() {
     let result = match cli.command {
         Command::Init(args) => commands::init::run(args),
         Command::Score(args) => commands::score::run(args),
+        Command::Generate(args) => commands::generate::run(args),
+        Command::Tokenizer(cmd) => commands::tokenizer::run(cmd),
+        Command::Data(cmd) => commands::data::run(cmd),
         Command::Info(args) => commands::info::run(args),
         Command::Bench(cmd) => commands::bench::run(cmd),
     };

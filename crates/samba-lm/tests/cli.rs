@@ -311,3 +311,198 @@ fn score_streams_in_chunks_with_the_same_result() {
         "chunk",
     );
 }
+
+/// A tiny model with a byte-level BPE tokenizer trained on a little text.
+fn tiny_with_tokenizer(dir: &Path) -> std::path::PathBuf {
+    let text = dir.join("corpus.txt");
+    let body =
+        "The quick brown fox jumps over the lazy dog. To be, or not to be, that is the question.\n";
+    std::fs::write(&text, body.repeat(50)).unwrap();
+    let tokenizer = dir.join("tokenizer.json");
+    let out = samba_lm(&[
+        "tokenizer",
+        "train",
+        "--input",
+        text.to_str().unwrap(),
+        "--vocab-size",
+        "300",
+        "--out",
+        tokenizer.to_str().unwrap(),
+        "--quiet",
+    ]);
+    assert!(out.status.success(), "tokenizer train: {}", stderr(&out));
+    let model = dir.join("model");
+    let out = samba_lm(&[
+        "init",
+        "--preset",
+        "tiny",
+        "--vocab",
+        "300",
+        "--tokenizer",
+        tokenizer.to_str().unwrap(),
+        "--out",
+        model.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "init: {}", stderr(&out));
+    model
+}
+
+#[test]
+fn generate_is_reproducible_per_seed_and_batches_prompts() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tiny_with_tokenizer(tmp.path());
+    let m = model.to_str().unwrap();
+    let run = |seed: &str| {
+        let out = samba_lm(&[
+            "generate",
+            "--model",
+            m,
+            "--prompt",
+            "To be",
+            "--max-tokens",
+            "12",
+            "--seed",
+            seed,
+        ]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        assert!(
+            stderr(&out).contains("tokens/s"),
+            "stats on stderr: {}",
+            stderr(&out)
+        );
+        stdout(&out)
+    };
+    assert_eq!(run("7"), run("7"));
+    assert_ne!(run("7"), run("8"));
+
+    let batch = tmp.path().join("prompts.jsonl");
+    std::fs::write(
+        &batch,
+        "{\"prompt\": \"The quick\"}\n\n{\"prompt\": \"To be\"}\n",
+    )
+    .unwrap();
+    let out = samba_lm(&[
+        "generate",
+        "--model",
+        m,
+        "--batch-file",
+        batch.to_str().unwrap(),
+        "--max-tokens",
+        "5",
+        "--temperature",
+        "0",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let lines: Vec<serde_json::Value> = stdout(&out)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2);
+    assert_eq!(lines[1]["prompt"], "To be");
+    assert!(lines.iter().all(|l| l["tokens"].as_u64().unwrap() <= 5));
+
+    // Greedy decoding of a prompt alone equals its row in the batch.
+    let alone = samba_lm(&[
+        "generate",
+        "--model",
+        m,
+        "--prompt",
+        "To be",
+        "--max-tokens",
+        "5",
+        "--temperature",
+        "0",
+    ]);
+    let alone = stdout(&alone);
+    assert_eq!(
+        alone.trim_end_matches('\n'),
+        lines[1]["completion"].as_str().unwrap()
+    );
+
+    // Text scoring goes through the same tokenizer.
+    let score = samba_lm(&[
+        "score",
+        "--model",
+        m,
+        "--text",
+        "To be, or not to be",
+        "--summary",
+    ]);
+    assert!(stdout(&score).contains("perplexity"), "{}", stderr(&score));
+}
+
+#[test]
+fn generate_rejects_bad_options_before_any_work() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tiny_with_tokenizer(tmp.path());
+    let m = model.to_str().unwrap();
+    fails_with(
+        &["generate", "--model", m, "--prompt", "x", "--top-p", "1.5"],
+        "top_p",
+    );
+    fails_with(
+        &["generate", "--model", m, "--prompt", "x", "--top-p", "0"],
+        "top_p",
+    );
+    fails_with(
+        &[
+            "generate",
+            "--model",
+            m,
+            "--prompt",
+            "x",
+            "--temperature",
+            "-1",
+        ],
+        "temperature",
+    );
+    fails_with(&["generate", "--model", m, "--prompt", ""], "empty");
+    let missing = tmp.path().join("missing.txt");
+    fails_with(
+        &[
+            "generate",
+            "--model",
+            m,
+            "--prompt-file",
+            missing.to_str().unwrap(),
+        ],
+        "missing.txt",
+    );
+    let latin1 = tmp.path().join("latin1.txt");
+    std::fs::write(&latin1, [0x63, 0x61, 0x66, 0xe9]).unwrap();
+    fails_with(
+        &[
+            "generate",
+            "--model",
+            m,
+            "--prompt-file",
+            latin1.to_str().unwrap(),
+        ],
+        "not UTF-8",
+    );
+    let batch = tmp.path().join("bad.jsonl");
+    std::fs::write(&batch, "{\"prompt\": \"ok\"}\n{\"text\": \"no prompt\"}\n").unwrap();
+    fails_with(
+        &[
+            "generate",
+            "--model",
+            m,
+            "--batch-file",
+            batch.to_str().unwrap(),
+        ],
+        "line 2",
+    );
+    // A model folder without a tokenizer cannot take text.
+    let bare = tmp.path().join("bare");
+    init_tiny(&bare);
+    fails_with(
+        &[
+            "generate",
+            "--model",
+            bare.to_str().unwrap(),
+            "--prompt",
+            "x",
+        ],
+        "tokenizer.json",
+    );
+}

@@ -2,7 +2,10 @@
 
 pub mod bench;
 pub mod config_args;
+pub mod data;
+pub mod generate;
 pub mod info;
 pub mod init;
 pub mod score;
 pub mod text;
+pub mod tokenizer;

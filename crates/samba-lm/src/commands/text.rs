@@ -2,9 +2,11 @@
 
 use std::path::Path;
 
-use anyhow::{bail, Result};
+use anyhow::Result;
+use samba_data::TextTokenizer;
 
 /// Tokenizes `text` with the tokenizer at `path`.
-pub fn encode(path: &Path, _text: &str) -> Result<Vec<u32>> {
-    bail!("{}: text input needs the tokenizer support of the data crate, which this build lacks; pass --tokens", path.display())
+pub fn encode(path: &Path, text: &str) -> Result<Vec<u32>> {
+    let tokenizer = TextTokenizer::from_file(path)?;
+    Ok(tokenizer.encode(text)?)
 }
