@@ -17,6 +17,10 @@ enum Command {
     Init(commands::init::InitArgs),
     /// Print per-token log-probabilities, mean negative log-likelihood and perplexity of a text.
     Score(commands::score::ScoreArgs),
+    /// Train a model on a prepared data folder into a run folder (resumable with --resume).
+    Train(commands::train::TrainArgs),
+    /// Draw a run's loss and validation curves (SVG or PNG).
+    Plot(commands::plot::PlotArgs),
     /// Generate text from a prompt (streamed), or from a batch of prompts.
     Generate(commands::generate::GenerateArgs),
     /// Train or try a tokenizer.
@@ -37,6 +41,8 @@ fn main() {
     let result = match cli.command {
         Command::Init(args) => commands::init::run(args),
         Command::Score(args) => commands::score::run(args),
+        Command::Train(args) => commands::train::run(args),
+        Command::Plot(args) => commands::plot::run(args),
         Command::Generate(args) => commands::generate::run(args),
         Command::Tokenizer(cmd) => commands::tokenizer::run(cmd),
         Command::Data(cmd) => commands::data::run(cmd),

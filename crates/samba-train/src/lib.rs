@@ -6,7 +6,8 @@
 //! - [`trainer`]: the loop; [`options`]: its settings as plain data;
 //! - [`backend`]: what the loop asks of a backend, and the CPU implementation;
 //! - [`adamw`], [`schedule`]: the optimizer and the learning-rate schedule;
-//! - [`batches`]: where windows of tokens come from, resumably;
+//! - [`batches`]: where windows of tokens come from, resumably; [`data`]: the data crate's
+//!   token shards as such a source;
 //! - [`checkpoint`]: `RUN/checkpoints/step-NNNNNN/`, written atomically;
 //! - [`metrics`]: `RUN/metrics.jsonl`; [`interrupt`]: Ctrl-C and SIGTERM.
 
@@ -14,6 +15,7 @@ pub mod adamw;
 pub mod backend;
 pub mod batches;
 pub mod checkpoint;
+pub mod data;
 pub mod error;
 pub mod interrupt;
 pub mod metrics;
@@ -24,6 +26,7 @@ pub mod trainer;
 pub use adamw::{AdamWConfig, AdamWStep};
 pub use backend::{CpuTrainBackend, TrainBackend};
 pub use batches::{BatchSource, MemoryValidation, MemoryWindows, ValidationSource};
+pub use data::{ShardValidation, ShardWindows};
 pub use error::TrainError;
 pub use options::TrainOptions;
 pub use schedule::Schedule;

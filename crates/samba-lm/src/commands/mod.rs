@@ -6,6 +6,8 @@ pub mod data;
 pub mod generate;
 pub mod info;
 pub mod init;
+pub mod plot;
 pub mod score;
 pub mod text;
 pub mod tokenizer;
+pub mod train;
