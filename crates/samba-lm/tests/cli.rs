@@ -506,3 +506,83 @@ fn generate_rejects_bad_options_before_any_work() {
         "tokenizer.json",
     );
 }
+
+#[test]
+fn prepare_train_resume_and_plot_from_the_cli() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tiny_with_tokenizer(tmp.path());
+    let tokenizer = model.join("tokenizer.json");
+    let corpus = tmp.path().join("docs");
+    std::fs::create_dir(&corpus).unwrap();
+    for i in 0..40 {
+        let doc = format!("Document {i}. The quick brown fox jumps over the lazy dog {i} times. To be, or not to be.\n");
+        std::fs::write(corpus.join(format!("{i}.txt")), doc.repeat(4)).unwrap();
+    }
+    let data = tmp.path().join("data");
+    let out = samba_lm(&[
+        "data",
+        "prepare",
+        "--input",
+        corpus.to_str().unwrap(),
+        "--tokenizer",
+        tokenizer.to_str().unwrap(),
+        "--out",
+        data.to_str().unwrap(),
+        "--val-fraction",
+        "0.2",
+        "--quiet",
+    ]);
+    assert!(out.status.success(), "prepare: {}", stderr(&out));
+    let stats = samba_lm(&["data", "stats", data.to_str().unwrap(), "--json"]);
+    assert!(stats.status.success(), "stats: {}", stderr(&stats));
+
+    let run = tmp.path().join("run");
+    let train = |extra: &[&str]| {
+        let mut args = vec![
+            "train",
+            "--model",
+            model.to_str().unwrap(),
+            "--data",
+            data.to_str().unwrap(),
+            "--out",
+            run.to_str().unwrap(),
+            "--steps",
+            "6",
+            "--seq-len",
+            "16",
+            "--micro-batch",
+            "2",
+            "--save-every",
+            "3",
+            "--eval-every",
+            "3",
+            "--eval-windows",
+            "1",
+            "--no-progress",
+        ];
+        args.extend_from_slice(extra);
+        samba_lm(&args)
+    };
+    let out = train(&[]);
+    assert!(out.status.success(), "train: {}", stderr(&out));
+    let metrics = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
+    let records: Vec<serde_json::Value> = metrics
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(records.len() >= 6, "{metrics}");
+    // A finished run refuses to start again in the same folder, and --resume has nothing left to do.
+    assert!(!train(&[]).status.success());
+    let resumed = train(&["--resume"]);
+    assert!(resumed.status.success(), "resume: {}", stderr(&resumed));
+
+    let svg = tmp.path().join("curves.svg");
+    let out = samba_lm(&[
+        "plot",
+        run.to_str().unwrap(),
+        "--out",
+        svg.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "plot: {}", stderr(&out));
+    assert!(std::fs::read_to_string(&svg).unwrap().contains("<svg"));
+}
