@@ -45,6 +45,11 @@ pub struct DataStats {
     pub skipped: SkippedSummary,
     /// Distinct token ids that occur at least once.
     pub distinct_tokens: usize,
+    /// Entropy of the token frequencies, -sum p ln p (nats): the loss of a model that knows only
+    /// how often each token occurs. exp of it is that model's perplexity, the baseline a
+    /// language model must beat.
+    pub unigram_entropy_nats: f64,
+    pub unigram_perplexity: f64,
     pub top_tokens: Vec<TokenCount>,
 }
 
@@ -88,6 +93,15 @@ pub fn compute(dir: &Path, top: usize, tokenizer: Option<&TextTokenizer>) -> Res
         });
     }
     let distinct_tokens = counts.iter().filter(|&&c| c > 0).count();
+    let total = counts.iter().sum::<u64>().max(1) as f64;
+    let unigram_entropy_nats: f64 = counts
+        .iter()
+        .filter(|&&c| c > 0)
+        .map(|&c| {
+            let p = c as f64 / total;
+            -p * p.ln()
+        })
+        .sum();
     let mut order: Vec<u32> = (0..vocab as u32)
         .filter(|&i| counts[i as usize] > 0)
         .collect();
@@ -110,6 +124,8 @@ pub fn compute(dir: &Path, top: usize, tokenizer: Option<&TextTokenizer>) -> Res
         splits,
         skipped: index.skipped.clone(),
         distinct_tokens,
+        unigram_entropy_nats,
+        unigram_perplexity: unigram_entropy_nats.exp(),
         top_tokens,
     })
 }
@@ -167,6 +183,11 @@ impl fmt::Display for DataStats {
             } else {
                 format!(" ({}; see {})", kinds.join(", "), self.skipped.file)
             }
+        )?;
+        writeln!(
+            f,
+            "  unigram entropy {:.3} nats/token (perplexity {:.1}: the baseline a model must beat)",
+            self.unigram_entropy_nats, self.unigram_perplexity
         )?;
         writeln!(
             f,

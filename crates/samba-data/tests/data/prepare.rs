@@ -395,6 +395,25 @@ fn stats_read_documents_tokens_and_top_tokens_from_the_shards() {
         .windows(2)
         .all(|w| w[0].count >= w[1].count));
     assert!(stats.top_tokens[0].text.is_some());
+    // The unigram entropy recomputed from the shards' tokens.
+    let mut counts = std::collections::HashMap::new();
+    let mut total = 0u64;
+    for split in [Split::Train, Split::Val] {
+        let shards = TokenShards::open(&out, split).unwrap();
+        for s in 0..shards.shard_lens().len() {
+            for t in shards.shard_tokens(s).unwrap() {
+                *counts.entry(t).or_insert(0u64) += 1;
+                total += 1;
+            }
+        }
+    }
+    let entropy: f64 = counts
+        .values()
+        .map(|&c| -(c as f64 / total as f64) * (c as f64 / total as f64).ln())
+        .sum();
+    assert!((stats.unigram_entropy_nats - entropy).abs() < 1e-9);
+    assert!((stats.unigram_perplexity - entropy.exp()).abs() < 1e-6 * entropy.exp());
+    assert!(entropy > 1.0 && entropy < (stats.distinct_tokens as f64).ln() + 1e-9);
     let shown = stats.to_string();
     assert!(
         shown.contains("train") && shown.contains("bytes/tok"),
