@@ -177,6 +177,7 @@ struct DecodeReport {
     batch: usize,
     steps: usize,
     threads: usize,
+    prefill_tokens_per_second: f64,
     tokens_per_second: f64,
     ms_per_step: f64,
     memory_bandwidth_gb_s: f64,
@@ -194,9 +195,11 @@ pub fn decode(args: DecodeArgs) -> Result<()> {
     eprintln!("prefilling {} tokens of context...", args.context);
     let mut one = DecodeState::new(&model, 1, args.context + args.steps);
     let bar = indicatif::ProgressBar::new(args.context as u64);
+    let prefill_start = Instant::now();
     let logits = model.prefill(&mut one, &tokens(args.context, vocab), 512, |acts, _| {
         bar.inc(acts.shape.rows() as u64)
     })?;
+    let prefill_seconds = prefill_start.elapsed().as_secs_f64();
     bar.finish_and_clear();
     // Every sequence of the batch starts from the same context.
     let mut state = DecodeState::stack(vec![one; args.batch]);
@@ -239,6 +242,7 @@ pub fn decode(args: DecodeArgs) -> Result<()> {
         batch: args.batch,
         steps: args.steps,
         threads: rayon::current_num_threads(),
+        prefill_tokens_per_second: args.context as f64 / prefill_seconds,
         tokens_per_second: (args.batch * args.steps) as f64 / seconds,
         ms_per_step,
         memory_bandwidth_gb_s: bandwidth,
@@ -255,7 +259,10 @@ pub fn decode(args: DecodeArgs) -> Result<()> {
             report.batch,
             report.threads
         ),
-        format!("  {:.1} tokens/s ({:.1} ms per step)", report.tokens_per_second, ms_per_step),
+        format!(
+            "  prefill of the context: {:.1} tokens/s; decoding: {:.1} tokens/s ({:.1} ms per step)",
+            report.prefill_tokens_per_second, report.tokens_per_second, ms_per_step
+        ),
         format!(
             "  floor: {:.1} MB of weights and state per step at {:.1} GB/s = {:.1} ms ({:.0}% of it)",
             bytes / 1e6,
