@@ -11,7 +11,14 @@
 //   m' = max(m, max S);  acc = acc * exp(m - m') + sum_s exp(S_s - m') v_s;  l = l exp(m - m') + sum_s exp(S_s - m')
 //
 // qkv [batch, seq, (heads + 2 kv_heads) head_dim], roped, grouped-interleaved layout (per kv group:
-// its query heads, then k, then v); out [batch, seq, heads * head_dim]; lse [batch, heads, seq] (f32).
+// its query heads, then k, then v); out [batch, seq, heads * head_dim]; lse [batch, heads, seq] (f32,
+// may be null).
+//
+// With a cache (chunked prefill, decoding): the chunk of sequence b starts at absolute position
+// p0 = pos0[b], query t is at p0 + t and key j (absolute) is read from the chunk (row j - p0) when
+// j >= p0, else from the ring k_cache, v_cache [batch, cap, kv_heads * head_dim] at slot j % cap
+// (the host guarantees every such key is still in the ring: cap >= window - 1, or cap >= every
+// position for full attention). Without one (k_cache null) p0 = 0.
 //
 // Work: one block of 4 warps per (query tile of ATT_BQ queries, head, batch). Each warp owns
 // ATT_BQ / 4 queries; for a key tile, lane j scores key j, and lane j accumulates output
@@ -24,8 +31,9 @@
 #define ATT_DPL 8
 
 template <typename T>
-__device__ void attention_fwd(T* out, float* lse, const T* qkv, int seq, int heads, int kv_heads,
-                              int head_dim, int window) {
+__device__ void attention_fwd(T* out, float* lse, const T* qkv, const T* k_cache, const T* v_cache,
+                              const int* pos0, int seq, int heads, int kv_heads, int head_dim, int window,
+                              int cap) {
     extern __shared__ float smem[];
     const int hd = head_dim;
     float* qs = smem;                      // [ATT_BQ, hd]
@@ -45,6 +53,8 @@ __device__ void attention_fwd(T* out, float* lse, const T* qkv, int seq, int hea
     const float scale = 1.0f / sqrtf((float)hd);
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     const T* base = qkv + (long)b * seq * qkv_dim;
+    const int p0 = k_cache ? pos0[b] : 0;
+    const int kv_dim = kv_heads * hd;
 
     for (int i = threadIdx.x; i < ATT_BQ * hd; i += blockDim.x) {
         const int r = i / hd, d = i % hd, t = q0 + r;
@@ -60,23 +70,37 @@ __device__ void attention_fwd(T* out, float* lse, const T* qkv, int seq, int hea
         for (int k = 0; k < ATT_DPL; ++k) acc[qi][k] = 0.0f;
     }
 
-    const int k_lo = window > 0 ? max(0, q0 - window + 1) : 0;
-    for (int kt = (k_lo / ATT_BK) * ATT_BK; kt <= q_last; kt += ATT_BK) {
+    // Absolute key indices: the block's queries see keys k_lo..=k_hi.
+    const int k_hi = p0 + q_last;
+    const int k_lo = window > 0 ? max(0, p0 + q0 - window + 1) : 0;
+    for (int kt = k_lo; kt <= k_hi; kt += ATT_BK) {
         __syncthreads();  // the previous tile is consumed (and Q is loaded, on the first pass)
         for (int i = threadIdx.x; i < ATT_BK * hd; i += blockDim.x) {
             const int r = i / hd, d = i % hd, s = kt + r;
-            const bool in = s < seq;
-            ks[r * (hd + 1) + d] = in ? ld(base + (long)s * qkv_dim + k_col + d) : 0.0f;
-            vs[r * hd + d] = in ? ld(base + (long)s * qkv_dim + v_col + d) : 0.0f;
+            float kv = 0.0f, vv = 0.0f;
+            if (s <= k_hi) {
+                if (s >= p0) {
+                    const T* row = base + (long)(s - p0) * qkv_dim;
+                    kv = ld(row + k_col + d);
+                    vv = ld(row + v_col + d);
+                } else {
+                    const long slot = ((long)b * cap + s % cap) * kv_dim + (long)g * hd + d;
+                    kv = ld(k_cache + slot);
+                    vv = ld(v_cache + slot);
+                }
+            }
+            ks[r * (hd + 1) + d] = kv;
+            vs[r * hd + d] = vv;
         }
         __syncthreads();
 #pragma unroll
         for (int qi = 0; qi < ATT_QPW; ++qi) {
             const int r = warp * ATT_QPW + qi, t = q0 + r;
             if (t >= seq) continue;  // uniform over the warp
-            const int first = window > 0 ? max(0, t - window + 1) : 0;
+            const int pt = p0 + t;   // the query's absolute position
+            const int first = window > 0 ? max(0, pt - window + 1) : 0;
             const int s = kt + lane;
-            const bool visible = s <= t && s >= first;
+            const bool visible = s <= pt && s >= first;
             float score = -INFINITY;
             if (visible) {
                 float dot = 0.0f;
@@ -118,17 +142,17 @@ __device__ void attention_fwd(T* out, float* lse, const T* qkv, int seq, int hea
             const int d = lane + 32 * k;
             if (d < hd) st(o + d, acc[qi][k] * inv_l);
         }
-        if (lane == 0) lse[((long)b * heads + h) * seq + t] = m[qi] + logf(l[qi]);
+        if (lse && lane == 0) lse[((long)b * heads + h) * seq + t] = m[qi] + logf(l[qi]);
     }
 }
 
-extern "C" __global__ void __launch_bounds__(128) attention_fwd_f32(float* out, float* lse, const float* qkv,
-                                                                    int seq, int heads, int kv_heads,
-                                                                    int head_dim, int window) {
-    attention_fwd(out, lse, qkv, seq, heads, kv_heads, head_dim, window);
+extern "C" __global__ void __launch_bounds__(128)
+    attention_fwd_f32(float* out, float* lse, const float* qkv, const float* k_cache, const float* v_cache,
+                      const int* pos0, int seq, int heads, int kv_heads, int head_dim, int window, int cap) {
+    attention_fwd(out, lse, qkv, k_cache, v_cache, pos0, seq, heads, kv_heads, head_dim, window, cap);
 }
-extern "C" __global__ void __launch_bounds__(128) attention_fwd_bf16(bf16_t* out, float* lse, const bf16_t* qkv,
-                                                                     int seq, int heads, int kv_heads,
-                                                                     int head_dim, int window) {
-    attention_fwd(out, lse, qkv, seq, heads, kv_heads, head_dim, window);
+extern "C" __global__ void __launch_bounds__(128)
+    attention_fwd_bf16(bf16_t* out, float* lse, const bf16_t* qkv, const bf16_t* k_cache, const bf16_t* v_cache,
+                       const int* pos0, int seq, int heads, int kv_heads, int head_dim, int window, int cap) {
+    attention_fwd(out, lse, qkv, k_cache, v_cache, pos0, seq, heads, kv_heads, head_dim, window, cap);
 }

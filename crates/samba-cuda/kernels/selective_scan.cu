@@ -5,60 +5,204 @@
 //   h[t,e,n]   = exp(delta[t,e] A[e,n]) h[t-1,e,n] + delta[t,e] u[t,e] B[t,n]   (h[-1] = state_in or 0)
 //   y[t,e]     = sum_n h[t,e,n] C[t,n] + D[e] u[t,e]
 //   out[t,e]   = y[t,e] * silu(z[t,e])
-// Layout of the work: a lane (b, e) is d_state consecutive threads of one warp, thread n keeping
-// h[n] in a register (f32) for the whole sequence; the sum over n is a shuffle within the lane's
-// threads. d_state is a power of two <= 32 (the host checks), so lanes never straddle warps.
-// u, delta_raw, z, out [batch, seq, d_inner] (T); b, c [batch, seq, d_state] (T);
-// delta_bias, d_skip [d_inner] (T); a_log [d_inner, d_state] (T);
-// state_in, state_out [batch, d_inner, d_state] (f32; either may be null).
-template <typename T>
-__device__ void selective_scan_fwd(T* out, float* state_out, const T* u, const T* delta_raw,
-                                   const T* delta_bias, const T* a_log, const T* bmat, const T* cmat,
-                                   const T* d_skip, const T* z, const float* state_in, int batch, int seq,
-                                   int d_inner, int d_state) {
+// Layout of the work: a block of SCAN_THREADS threads takes SCAN_THREADS / tpc channels e of one
+// sequence b; each channel's N states are split over tpc consecutive threads (N / tpc states
+// each, h in registers, f32, for the whole sequence), the sum over n a shuffle among them. tpc
+// (a power of two <= N, chosen by the host) trades threads for per-thread work: 1 when the batch
+// alone fills the GPU, up to N for one long sequence.
+// Time goes in chunks of SCAN_STEPS steps staged through shared memory: the block loads the
+// chunk's delta (softplus applied), u and gate silu(z) for its channels and B, C for its
+// sequence with coalesced reads, runs the recurrence reading only shared memory, and writes the
+// chunk's outputs back coalesced.
+// u, delta_raw, out [batch, seq, d_inner] (T); z [batch, seq, z_stride] (T, the first d_inner
+// columns; z_stride = 2E when z is the second half of in_proj's output [x_in | z]);
+// b, c [batch, seq, bc_stride] (T, d_state columns each from their pointers: x_proj's output
+// [dt_low | B | C] is read in place); delta_bias, d_skip [d_inner] (T); a_log [d_inner, d_state] (T);
+// state_in, state_out [batch, d_inner, d_state] (f32; either may be null; they may be the same
+// buffer: each thread reads its h before the sequence and writes it after).
+#define SCAN_THREADS 128
+#define SCAN_STEPS 16
+
+template <typename T, int N>
+__device__ void selective_scan_fwd(T* __restrict__ out, float* state_out, const T* __restrict__ u,
+                                   const T* __restrict__ delta_raw, const T* __restrict__ delta_bias,
+                                   const T* __restrict__ a_log, const T* __restrict__ bmat,
+                                   const T* __restrict__ cmat, const T* __restrict__ d_skip,
+                                   const T* __restrict__ z, const float* state_in, int batch, int seq,
+                                   int d_inner, int z_stride, int bc_stride, int tpc) {
+    __shared__ float s_delta[SCAN_STEPS][SCAN_THREADS];
+    __shared__ float s_u[SCAN_STEPS][SCAN_THREADS];
+    __shared__ float s_gate[SCAN_STEPS][SCAN_THREADS];
+    __shared__ float s_y[SCAN_STEPS][SCAN_THREADS];
+    __shared__ float s_b[SCAN_STEPS][N];
+    __shared__ float s_c[SCAN_STEPS][N];
+    const int tid = threadIdx.x;
+    const int cpb = SCAN_THREADS / tpc;  // channels per block
+    const int b = blockIdx.y;
+    const int e0 = blockIdx.x * cpb;
+    const int cl = tid / tpc, k = tid % tpc;
+    const int e = e0 + cl;
+    const bool active = e < d_inner;
+    const int npt = N / tpc;  // states per thread: n = k * npt + i
+    float h[N], a[N];
+#pragma unroll
+    for (int i = 0; i < N; ++i) {
+        a[i] = 0.0f;
+        h[i] = 0.0f;
+        if (i < npt && active) {
+            const int n = k * npt + i;
+            a[i] = -expf(ld(a_log + (long)e * N + n));
+            if (state_in) h[i] = state_in[((long)b * d_inner + e) * N + n];
+        }
+    }
+    const float dsk = active ? ld(d_skip + e) : 0.0f;
+    for (int t0 = 0; t0 < seq; t0 += SCAN_STEPS) {
+        const int steps = min(SCAN_STEPS, seq - t0);
+        for (int idx = tid; idx < SCAN_STEPS * cpb; idx += SCAN_THREADS) {
+            const int s = idx / cpb, c = idx % cpb, ee = e0 + c;
+            float dl = 0.0f, uu = 0.0f, gate = 0.0f;
+            if (s < steps && ee < d_inner) {
+                const long row = (long)b * seq + t0 + s;
+                dl = softplus(ld(delta_raw + row * d_inner + ee) + ld(delta_bias + ee));
+                uu = ld(u + row * d_inner + ee);
+                gate = silu(ld(z + row * z_stride + ee));
+            }
+            s_delta[s][c] = dl;
+            s_u[s][c] = uu;
+            s_gate[s][c] = gate;
+        }
+        for (int idx = tid; idx < SCAN_STEPS * N; idx += SCAN_THREADS) {
+            const int s = idx / N, n = idx % N;
+            const long row = (long)b * seq + t0 + s;
+            s_b[s][n] = s < steps ? ld(bmat + row * bc_stride + n) : 0.0f;
+            s_c[s][n] = s < steps ? ld(cmat + row * bc_stride + n) : 0.0f;
+        }
+        __syncthreads();
+        for (int s = 0; s < steps; ++s) {
+            const float dl = s_delta[s][cl], uu = s_u[s][cl];
+            const float du = dl * uu;
+            float y = 0.0f;
+#pragma unroll
+            for (int i = 0; i < N; ++i) {
+                if (i < npt) {
+                    const int n = k * npt + i;
+                    h[i] = expf(dl * a[i]) * h[i] + du * s_b[s][n];
+                    y += h[i] * s_c[s][n];
+                }
+            }
+            for (int o = tpc / 2; o > 0; o >>= 1) y += __shfl_xor_sync(0xffffffffu, y, o);
+            if (k == 0) s_y[s][cl] = (y + dsk * uu) * s_gate[s][cl];
+        }
+        __syncthreads();
+        for (int idx = tid; idx < steps * cpb; idx += SCAN_THREADS) {
+            const int s = idx / cpb, c = idx % cpb, ee = e0 + c;
+            if (ee < d_inner) st(out + ((long)b * seq + t0 + s) * d_inner + ee, s_y[s][c]);
+        }
+        __syncthreads();  // the next chunk overwrites the staged values
+    }
+    if (active && state_out) {
+#pragma unroll
+        for (int i = 0; i < N; ++i)
+            if (i < npt) state_out[((long)b * d_inner + e) * N + k * npt + i] = h[i];
+    }
+}
+
+// The same scan for few long sequences, where the chunked kernel above would have only a few
+// channels per block and walk the chunks one after the other: a lane (b, e) is N consecutive
+// threads of one warp, thread n keeping h[n] in a register for the whole sequence, the sum over
+// n a shuffle among them. Time goes in blocks of N steps: thread n first prepares step t0 + n
+// (softplus, delta u, the gate: once per step) and loads B[t0 + j, n], C[t0 + j, n] of every step
+// j of the block into registers; the recurrence then runs over the block reading no memory, step
+// j's values broadcast from thread j, and thread j keeps y of step j, stored after the block.
+template <typename T, int N>
+__device__ void selective_scan_lanes_fwd(T* __restrict__ out, float* state_out, const T* __restrict__ u,
+                                         const T* __restrict__ delta_raw, const T* __restrict__ delta_bias,
+                                         const T* __restrict__ a_log, const T* __restrict__ bmat,
+                                         const T* __restrict__ cmat, const T* __restrict__ d_skip,
+                                         const T* __restrict__ z, const float* state_in, int batch, int seq,
+                                         int d_inner, int z_stride, int bc_stride) {
     const long gid = blockIdx.x * (long)blockDim.x + threadIdx.x;
-    const long lane_id = gid / d_state;  // (b, e)
-    const int n = (int)(gid % d_state);
+    const long lane_id = gid / N;  // (b, e)
+    const int n = (int)(gid % N);
     // Threads past the last lane still take part in the shuffles, on a dummy lane.
     const bool active = lane_id < (long)batch * d_inner;
     const int e = active ? (int)(lane_id % d_inner) : 0;
     const int b = active ? (int)(lane_id / d_inner) : 0;
-    const float a = -expf(ld(a_log + (long)e * d_state + n));
+    const float a = -expf(ld(a_log + (long)e * N + n));
     const float bias = ld(delta_bias + e), dsk = ld(d_skip + e);
-    float h = (active && state_in) ? state_in[((long)b * d_inner + e) * d_state + n] : 0.0f;
-    // Time in blocks of d_state steps: thread n of a lane first prepares step t0 + n (softplus,
-    // delta * u, the gate silu(z): once per step, not once per state), then the recurrence runs
-    // over the block, step j's values broadcast from thread j by shuffles.
-    for (int t0 = 0; t0 < seq; t0 += d_state) {
+    float h = (active && state_in) ? state_in[((long)b * d_inner + e) * N + n] : 0.0f;
+    for (int t0 = 0; t0 < seq; t0 += N) {
         const int tn = t0 + n;
+        const int steps = min(N, seq - t0);  // the same for every lane of a warp
         float my_delta = 0.0f, my_du = 0.0f, my_u = 0.0f, my_gate = 0.0f;
         if (tn < seq) {
             const long i = ((long)b * seq + tn) * d_inner + e;
             my_delta = softplus(ld(delta_raw + i) + bias);
             my_u = ld(u + i);
             my_du = my_delta * my_u;
-            my_gate = silu(ld(z + i));
+            my_gate = silu(ld(z + ((long)b * seq + tn) * z_stride + e));
         }
-        const int steps = min(d_state, seq - t0);  // the same for every lane of a warp
-        for (int j = 0; j < steps; ++j) {
-            const float delta = __shfl_sync(0xffffffffu, my_delta, j, d_state);
-            const float du = __shfl_sync(0xffffffffu, my_du, j, d_state);
+        float bj[N], cj[N];
+#pragma unroll
+        for (int j = 0; j < N; ++j) {
             const long row = (long)b * seq + t0 + j;
-            h = expf(delta * a) * h + du * ld(bmat + row * d_state + n);
-            float y = h * ld(cmat + row * d_state + n);
-            for (int o = d_state / 2; o > 0; o >>= 1) y += __shfl_xor_sync(0xffffffffu, y, o, d_state);
-            if (active && n == j) st(out + row * d_inner + e, (y + dsk * my_u) * my_gate);
+            bj[j] = j < steps ? ld(bmat + row * bc_stride + n) : 0.0f;
+            cj[j] = j < steps ? ld(cmat + row * bc_stride + n) : 0.0f;
         }
+        float my_y = 0.0f;
+#pragma unroll
+        for (int j = 0; j < N; ++j) {
+            if (j < steps) {
+                const float delta = __shfl_sync(0xffffffffu, my_delta, j, N);
+                const float du = __shfl_sync(0xffffffffu, my_du, j, N);
+                h = expf(delta * a) * h + du * bj[j];
+                float y = h * cj[j];
+#pragma unroll
+                for (int o = N / 2; o > 0; o >>= 1) y += __shfl_xor_sync(0xffffffffu, y, o, N);
+                if (n == j) my_y = y;
+            }
+        }
+        if (active && tn < seq) st(out + ((long)b * seq + tn) * d_inner + e, (my_y + dsk * my_u) * my_gate);
     }
-    if (active && state_out) state_out[((long)b * d_inner + e) * d_state + n] = h;
+    if (active && state_out) state_out[((long)b * d_inner + e) * N + n] = h;
 }
 
 #define SCAN_ARGS(T)                                                                                \
     T *out, float *state_out, const T *u, const T *delta_raw, const T *delta_bias, const T *a_log, \
         const T *bmat, const T *cmat, const T *d_skip, const T *z, const float *state_in, int batch, \
-        int seq, int d_inner, int d_state
-#define SCAN_CALL \
-    selective_scan_fwd(out, state_out, u, delta_raw, delta_bias, a_log, bmat, cmat, d_skip, z, state_in, batch, seq, d_inner, d_state)
-
-extern "C" __global__ void selective_scan_fwd_f32(SCAN_ARGS(float)) { SCAN_CALL; }
-extern "C" __global__ void selective_scan_fwd_bf16(SCAN_ARGS(bf16_t)) { SCAN_CALL; }
+        int seq, int d_inner, int z_stride, int bc_stride, int tpc
+#define SCAN_CALL(T, N)                                                                               \
+    selective_scan_fwd<T, N>(out, state_out, u, delta_raw, delta_bias, a_log, bmat, cmat, d_skip, z, \
+                             state_in, batch, seq, d_inner, z_stride, bc_stride, tpc)
+// One entry point per storage type and d_state.
+extern "C" __global__ void selective_scan_fwd_f32_n1(SCAN_ARGS(float)) { SCAN_CALL(float, 1); }
+extern "C" __global__ void selective_scan_fwd_f32_n2(SCAN_ARGS(float)) { SCAN_CALL(float, 2); }
+extern "C" __global__ void selective_scan_fwd_f32_n4(SCAN_ARGS(float)) { SCAN_CALL(float, 4); }
+extern "C" __global__ void selective_scan_fwd_f32_n8(SCAN_ARGS(float)) { SCAN_CALL(float, 8); }
+extern "C" __global__ void selective_scan_fwd_f32_n16(SCAN_ARGS(float)) { SCAN_CALL(float, 16); }
+extern "C" __global__ void selective_scan_fwd_f32_n32(SCAN_ARGS(float)) { SCAN_CALL(float, 32); }
+extern "C" __global__ void selective_scan_fwd_bf16_n1(SCAN_ARGS(bf16_t)) { SCAN_CALL(bf16_t, 1); }
+extern "C" __global__ void selective_scan_fwd_bf16_n2(SCAN_ARGS(bf16_t)) { SCAN_CALL(bf16_t, 2); }
+extern "C" __global__ void selective_scan_fwd_bf16_n4(SCAN_ARGS(bf16_t)) { SCAN_CALL(bf16_t, 4); }
+extern "C" __global__ void selective_scan_fwd_bf16_n8(SCAN_ARGS(bf16_t)) { SCAN_CALL(bf16_t, 8); }
+extern "C" __global__ void selective_scan_fwd_bf16_n16(SCAN_ARGS(bf16_t)) { SCAN_CALL(bf16_t, 16); }
+extern "C" __global__ void selective_scan_fwd_bf16_n32(SCAN_ARGS(bf16_t)) { SCAN_CALL(bf16_t, 32); }
+#define LANES_ARGS(T)                                                                               \
+    T *out, float *state_out, const T *u, const T *delta_raw, const T *delta_bias, const T *a_log, \
+        const T *bmat, const T *cmat, const T *d_skip, const T *z, const float *state_in, int batch, \
+        int seq, int d_inner, int z_stride, int bc_stride
+#define LANES_CALL(T, N)                                                                                    \
+    selective_scan_lanes_fwd<T, N>(out, state_out, u, delta_raw, delta_bias, a_log, bmat, cmat, d_skip, z, \
+                                   state_in, batch, seq, d_inner, z_stride, bc_stride)
+extern "C" __global__ void selective_scan_lanes_fwd_f32_n1(LANES_ARGS(float)) { LANES_CALL(float, 1); }
+extern "C" __global__ void selective_scan_lanes_fwd_f32_n2(LANES_ARGS(float)) { LANES_CALL(float, 2); }
+extern "C" __global__ void selective_scan_lanes_fwd_f32_n4(LANES_ARGS(float)) { LANES_CALL(float, 4); }
+extern "C" __global__ void selective_scan_lanes_fwd_f32_n8(LANES_ARGS(float)) { LANES_CALL(float, 8); }
+extern "C" __global__ void selective_scan_lanes_fwd_f32_n16(LANES_ARGS(float)) { LANES_CALL(float, 16); }
+extern "C" __global__ void selective_scan_lanes_fwd_f32_n32(LANES_ARGS(float)) { LANES_CALL(float, 32); }
+extern "C" __global__ void selective_scan_lanes_fwd_bf16_n1(LANES_ARGS(bf16_t)) { LANES_CALL(bf16_t, 1); }
+extern "C" __global__ void selective_scan_lanes_fwd_bf16_n2(LANES_ARGS(bf16_t)) { LANES_CALL(bf16_t, 2); }
+extern "C" __global__ void selective_scan_lanes_fwd_bf16_n4(LANES_ARGS(bf16_t)) { LANES_CALL(bf16_t, 4); }
+extern "C" __global__ void selective_scan_lanes_fwd_bf16_n8(LANES_ARGS(bf16_t)) { LANES_CALL(bf16_t, 8); }
+extern "C" __global__ void selective_scan_lanes_fwd_bf16_n16(LANES_ARGS(bf16_t)) { LANES_CALL(bf16_t, 16); }
+extern "C" __global__ void selective_scan_lanes_fwd_bf16_n32(LANES_ARGS(bf16_t)) { LANES_CALL(bf16_t, 32); }

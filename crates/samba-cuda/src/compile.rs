@@ -38,10 +38,26 @@ macro_rules! kernel_file {
 }
 
 pub const RMSNORM: KernelFile = kernel_file!("rmsnorm", ["rmsnorm_fwd_f32", "rmsnorm_fwd_bf16"]);
-pub const ROPE: KernelFile = kernel_file!("rope", ["rope_fwd_f32", "rope_fwd_bf16"]);
+pub const ROPE: KernelFile = kernel_file!(
+    "rope",
+    [
+        "rope_fwd_f32",
+        "rope_fwd_bf16",
+        "rope_pos_fwd_f32",
+        "rope_pos_fwd_bf16"
+    ]
+);
 pub const EMBEDDING: KernelFile =
     kernel_file!("embedding", ["embedding_fwd_f32", "embedding_fwd_bf16"]);
-pub const SWIGLU: KernelFile = kernel_file!("swiglu", ["swiglu_fwd_f32", "swiglu_fwd_bf16"]);
+pub const SWIGLU: KernelFile = kernel_file!(
+    "swiglu",
+    [
+        "swiglu_fwd_f32",
+        "swiglu_fwd_bf16",
+        "swiglu_fused_fwd_f32",
+        "swiglu_fused_fwd_bf16",
+    ]
+);
 pub const CAUSAL_CONV: KernelFile = kernel_file!(
     "causal_conv",
     [
@@ -49,20 +65,89 @@ pub const CAUSAL_CONV: KernelFile = kernel_file!(
         "causal_conv1d_silu_fwd_bf16",
         "causal_conv1d_state_fwd_f32",
         "causal_conv1d_state_fwd_bf16",
+        "causal_conv1d_update_fwd_f32",
+        "causal_conv1d_update_fwd_bf16",
     ]
 );
 pub const SELECTIVE_SCAN: KernelFile = kernel_file!(
     "selective_scan",
-    ["selective_scan_fwd_f32", "selective_scan_fwd_bf16"]
+    [
+        "selective_scan_fwd_f32_n1",
+        "selective_scan_fwd_f32_n2",
+        "selective_scan_fwd_f32_n4",
+        "selective_scan_fwd_f32_n8",
+        "selective_scan_fwd_f32_n16",
+        "selective_scan_fwd_f32_n32",
+        "selective_scan_fwd_bf16_n1",
+        "selective_scan_fwd_bf16_n2",
+        "selective_scan_fwd_bf16_n4",
+        "selective_scan_fwd_bf16_n8",
+        "selective_scan_fwd_bf16_n16",
+        "selective_scan_fwd_bf16_n32",
+        "selective_scan_lanes_fwd_f32_n1",
+        "selective_scan_lanes_fwd_f32_n2",
+        "selective_scan_lanes_fwd_f32_n4",
+        "selective_scan_lanes_fwd_f32_n8",
+        "selective_scan_lanes_fwd_f32_n16",
+        "selective_scan_lanes_fwd_f32_n32",
+        "selective_scan_lanes_fwd_bf16_n1",
+        "selective_scan_lanes_fwd_bf16_n2",
+        "selective_scan_lanes_fwd_bf16_n4",
+        "selective_scan_lanes_fwd_bf16_n8",
+        "selective_scan_lanes_fwd_bf16_n16",
+        "selective_scan_lanes_fwd_bf16_n32",
+    ]
 );
 pub const ATTENTION: KernelFile =
     kernel_file!("attention", ["attention_fwd_f32", "attention_fwd_bf16"]);
+pub const ATTENTION_MMA: KernelFile = kernel_file!(
+    "attention_mma",
+    [
+        "attention_mma_fwd_bf16_hd64",
+        "attention_mma_fwd_bf16_hd128"
+    ]
+);
+pub const ATTENTION_DECODE: KernelFile = kernel_file!(
+    "attention_decode",
+    [
+        "attention_decode_fwd_f32",
+        "attention_decode_fwd_bf16",
+        "attention_decode_combine_f32",
+        "attention_decode_combine_bf16",
+    ]
+);
 pub const CROSS_ENTROPY: KernelFile = kernel_file!(
     "cross_entropy",
     ["cross_entropy_fwd_f32", "cross_entropy_fwd_bf16"]
 );
+pub const RESIDUAL: KernelFile = kernel_file!(
+    "residual",
+    [
+        "embedding_residual_fwd_f32",
+        "embedding_residual_fwd_bf16",
+        "residual_rmsnorm_fwd_f32",
+        "residual_rmsnorm_fwd_bf16",
+    ]
+);
+pub const GEMV: KernelFile = kernel_file!(
+    "gemv",
+    [
+        "gemv_fwd_f32",
+        "gemv_fwd_bf16",
+        "gemv_f32out_f32",
+        "gemv_f32out_bf16",
+    ]
+);
+pub const STATE: KernelFile = kernel_file!(
+    "state",
+    [
+        "kv_cache_write_f32",
+        "kv_cache_write_bf16",
+        "positions_advance"
+    ]
+);
 
-/// Every kernel file, in the order `CudaDevice::compile_all` loads them.
+/// Every kernel file, in the order `CudaDevice::load_all_kernels` loads them.
 pub const KERNEL_FILES: &[&KernelFile] = &[
     &RMSNORM,
     &ROPE,
@@ -71,7 +156,12 @@ pub const KERNEL_FILES: &[&KernelFile] = &[
     &CAUSAL_CONV,
     &SELECTIVE_SCAN,
     &ATTENTION,
+    &ATTENTION_MMA,
+    &ATTENTION_DECODE,
     &CROSS_ENTROPY,
+    &RESIDUAL,
+    &STATE,
+    &GEMV,
 ];
 
 /// Whether libnvrtc can be loaded (from LD_LIBRARY_PATH or the system's library folders).

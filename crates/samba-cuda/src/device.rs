@@ -13,6 +13,9 @@ use cudarc::driver::{
 use crate::compile::{self, KernelFile};
 use crate::error::{driver, CudaError, Result};
 
+/// Bytes of the cuBLAS workspace.
+const BLAS_WORKSPACE_BYTES: usize = 32 << 20;
+
 /// A buffer in device memory: `len` elements of `T`. Slices of it (`buf.slice(a..b)`,
 /// `buf.slice_mut(a..b)`) are accepted wherever a buffer is.
 pub type Buffer<T> = CudaSlice<T>;
@@ -76,6 +79,8 @@ pub struct CudaDevice {
     modules: Mutex<HashMap<&'static str, Arc<CudaModule>>>,
     functions: Mutex<HashMap<String, CudaFunction>>,
     blas: OnceLock<CudaBlas>,
+    /// cuBLAS's workspace, set once so that no GEMM allocates (which a captured graph forbids).
+    blas_workspace: OnceLock<Buffer<u8>>,
 }
 
 impl std::fmt::Debug for CudaDevice {
@@ -102,11 +107,21 @@ impl CudaDevice {
         }
         let ctx =
             CudaContext::new(ordinal).map_err(driver(format!("opening CUDA device {ordinal}")))?;
+        // All work goes to one stream, in order, so cudarc's per-buffer events (which order
+        // work across streams) are not needed; without them no event is recorded inside a
+        // captured CUDA graph.
+        // SAFETY: called before any buffer of this context exists; the device uses only the
+        // one stream created below.
+        unsafe { ctx.disable_event_tracking() };
         let name = ctx.name().map_err(driver("reading the device name"))?;
         let compute_capability = ctx
             .compute_capability()
             .map_err(driver("reading the compute capability"))?;
-        let stream = ctx.default_stream();
+        // A stream of our own rather than the legacy default stream, which cannot be captured
+        // into a CUDA graph.
+        let stream = ctx
+            .new_stream()
+            .map_err(driver("creating the device's stream"))?;
         Ok(CudaDevice {
             arch: compile::arch_for(compute_capability.0, compute_capability.1),
             ctx,
@@ -116,6 +131,7 @@ impl CudaDevice {
             modules: Mutex::new(HashMap::new()),
             functions: Mutex::new(HashMap::new()),
             blas: OnceLock::new(),
+            blas_workspace: OnceLock::new(),
         })
     }
 
@@ -288,6 +304,31 @@ impl CudaDevice {
         .result()
         .map_err(|source| CudaError::Cublas {
             what: "setting the cuBLAS math mode",
+            source,
+        })?;
+        // A fixed workspace (32 MiB, what cuBLAS recommends on Hopper), so GEMMs can be
+        // captured into CUDA graphs.
+        let workspace = match self.blas_workspace.get() {
+            Some(w) => w,
+            None => {
+                let w = self.zeros::<u8>(BLAS_WORKSPACE_BYTES)?;
+                self.blas_workspace.get_or_init(|| w)
+            }
+        };
+        let (ws_ptr, _guard) = workspace.device_ptr(&self.stream);
+        // SAFETY: the handle is valid; the workspace is a live device buffer of
+        // BLAS_WORKSPACE_BYTES owned by this device, which outlives the handle's use (both are
+        // dropped with the device).
+        unsafe {
+            cudarc::cublas::sys::cublasSetWorkspace_v2(
+                *blas.handle(),
+                ws_ptr as *mut std::ffi::c_void,
+                BLAS_WORKSPACE_BYTES,
+            )
+        }
+        .result()
+        .map_err(|source| CudaError::Cublas {
+            what: "setting the cuBLAS workspace",
             source,
         })?;
         Ok(self.blas.get_or_init(|| blas))

@@ -12,10 +12,13 @@
 //! `unsafe` appears only where a kernel or a cuBLAS call is launched, after the shapes are
 //! checked.
 
+pub mod bench;
 pub mod compile;
 pub mod device;
 pub mod error;
+pub mod model;
 pub mod ops;
 
 pub use device::{cuda_available, device_count, driver_present, Buffer, CudaDevice, Elem};
 pub use error::{CudaError, Result};
+pub use model::{CudaActivations, CudaDecodeState, CudaModel, LogitRows};

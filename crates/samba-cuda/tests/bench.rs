@@ -169,6 +169,34 @@ where
     );
 }
 
+/// A decoding step's dense layer: one row against Mamba's in_proj [9216, 2304] (the GEMV kernel),
+/// and 64 rows (cuBLAS), as a fraction of the copy bandwidth for the weight bytes.
+fn dense_decode<T: Elem>(dev: &CudaDevice) {
+    let sz = std::mem::size_of::<T>() as f64;
+    let (in_f, out_f) = (2304, 9216);
+    let w = dev.zeros::<T>(in_f * out_f).expect("alloc");
+    for rows in [1, 64] {
+        let inp = dev.zeros::<T>(rows * in_f).expect("alloc");
+        let mut out = dev.zeros::<T>(rows * out_f).expect("alloc");
+        let dims = LinearDims {
+            rows,
+            in_features: in_f,
+            out_features: out_f,
+        };
+        let s = time(dev, || {
+            gpu::matmul::linear_fwd_strided(dev, &mut out, out_f, &inp, in_f, &w, dims)
+                .expect("dense")
+        });
+        line(
+            &format!("dense rows {rows} [9216, 2304]"),
+            T::SUFFIX,
+            s,
+            (in_f * out_f) as f64 * sz,
+            0.0,
+        );
+    }
+}
+
 fn cross_entropy<T: Elem>(dev: &CudaDevice) {
     let (rows, vocab) = (4096, 32000);
     let logits = dev.zeros::<T>(rows * vocab).expect("alloc");
@@ -204,4 +232,6 @@ fn bench_kernels_at_samba_1_3b_shapes() {
     linear::<bf16>(&dev);
     cross_entropy::<f32>(&dev);
     cross_entropy::<bf16>(&dev);
+    dense_decode::<f32>(&dev);
+    dense_decode::<bf16>(&dev);
 }

@@ -345,3 +345,69 @@ fn kernels_load_and_the_disk_cache_is_used() {
         "every file from the cache the second time"
     );
 }
+
+/// The dense layers of the model: strided input and output, T or f32 output, accumulating into
+/// f32 (the residual stream); rows <= 4 take the GEMV kernel, more take cuBLAS.
+fn dense_case<T: Elem>(dev: &CudaDevice, rows: usize, in_f: usize, out_f: usize, s: u64) {
+    let (inp_stride, out_stride) = (in_f + 8, out_f + 3);
+    let dims = LinearDims {
+        rows,
+        in_features: in_f,
+        out_features: out_f,
+    };
+    let inp_wide = rounded::<T>(&random_vec(rows * inp_stride, s, 1.0));
+    let w = rounded::<T>(&random_vec(out_f * in_f, s + 1, 0.1));
+    let base = random_vec(rows * out_stride, s + 2, 1.0);
+    let inp: Vec<f32> = inp_wide
+        .chunks(inp_stride)
+        .flat_map(|r| r[..in_f].to_vec())
+        .collect();
+    let mut prod = vec![0.0; rows * out_f];
+    cpu::matmul::linear_fwd(&mut prod, &inp, &w, dims);
+    let (g_inp, g_w) = (up::<T>(dev, &inp_wide), up::<T>(dev, &w));
+    let shape = format!("rows {rows} in {in_f} out {out_f} strided");
+    let pick = |v: &[f32]| -> Vec<f32> {
+        v.chunks(out_stride)
+            .flat_map(|r| r[..out_f].to_vec())
+            .collect()
+    };
+    // T output
+    let mut g_out = poisoned::<T>(dev, rows * out_stride);
+    gpu::matmul::linear_fwd_strided(dev, &mut g_out, out_stride, &g_inp, inp_stride, &g_w, dims)
+        .expect("linear_fwd_strided");
+    check(
+        "linear_fwd_strided",
+        T::SUFFIX,
+        &shape,
+        &pick(&down(dev, &g_out)),
+        &prod,
+        tol::<T>(),
+    );
+    // f32 output, added to what is there
+    let mut g_acc = dev.upload(&base).expect("upload");
+    gpu::matmul::linear_fwd_into_f32(
+        dev, &mut g_acc, out_stride, &g_inp, inp_stride, &g_w, dims, true,
+    )
+    .expect("linear_fwd_into_f32");
+    let want: Vec<f32> = pick(&base).iter().zip(&prod).map(|(a, b)| a + b).collect();
+    check(
+        "linear_fwd_into_f32 +=",
+        T::SUFFIX,
+        &shape,
+        &pick(&dev.download(&g_acc).expect("download")),
+        &want,
+        if T::SUFFIX == "f32" { F32_TOL } else { 1e-3 },
+    );
+}
+
+#[test]
+fn dense_layers_match_cpu() {
+    let Some(dev) = device() else { return };
+    let s = seed("dense layers");
+    for rows in [1, 2, 4, 5] {
+        dense_case::<f32>(dev, rows, 256, 77, s + rows as u64);
+        dense_case::<bf16>(dev, rows, 2304, 600, s + 10 + rows as u64);
+    }
+    dense_case::<bf16>(dev, 3, 144, 4608, s + 20);
+    dense_case::<f32>(dev, 64, 104, 300, s + 30);
+}

@@ -87,6 +87,82 @@ fn causal_conv1d_silu_fwd_matches_cpu() {
     conv_case::<bf16>(dev, d(2, 64, 3072, 4), true, s + 30);
 }
 
+/// The in-place conv of short chunks (decoding) against the CPU with state_in -> state_out,
+/// reading x from the first half of [x | other] rows (stride 2 channels).
+fn conv_update_case<T: Elem>(dev: &CudaDevice, dims: ConvDims, s: u64) {
+    let (n, ch) = (dims.batch * dims.seq * dims.channels, dims.channels);
+    let x = rounded::<T>(&random_vec(n, s, 1.0));
+    let w = rounded::<T>(&random_vec(ch * dims.kernel, s + 1, 0.5));
+    let bias = rounded::<T>(&random_vec(ch, s + 2, 0.5));
+    let st_in = rounded::<T>(&random_vec(dims.state_len(), s + 3, 1.0));
+    let (mut u, mut st_out) = (vec![0.0; n], vec![0.0; dims.state_len()]);
+    cpu::causal_conv::causal_conv1d_silu_fwd(
+        &mut u,
+        &x,
+        &w,
+        &bias,
+        dims,
+        Some(&st_in),
+        Some(&mut st_out),
+    );
+    // x side by side with noise: rows [x | noise] of 2 * channels.
+    let noise = random_vec(n, s + 4, 9.0);
+    let wide: Vec<f32> = x
+        .chunks(ch)
+        .zip(noise.chunks(ch))
+        .flat_map(|(a, b)| a.iter().chain(b).copied().collect::<Vec<_>>())
+        .collect();
+    let mut g_u = poisoned::<T>(dev, n);
+    let mut g_state = up::<T>(dev, &st_in);
+    gpu::causal_conv::causal_conv1d_update_fwd(
+        dev,
+        &mut g_u,
+        &mut g_state,
+        &up::<T>(dev, &wide),
+        2 * ch,
+        &up::<T>(dev, &w),
+        &up::<T>(dev, &bias),
+        dims,
+    )
+    .expect("causal_conv1d_update_fwd");
+    let shape = format!(
+        "b{} s{} ch{} k{} in place",
+        dims.batch, dims.seq, ch, dims.kernel
+    );
+    check(
+        "causal_conv1d_update_fwd",
+        T::SUFFIX,
+        &shape,
+        &down(dev, &g_u),
+        &u,
+        tol::<T>(),
+    );
+    check(
+        "causal_conv1d_update state",
+        T::SUFFIX,
+        &shape,
+        &down(dev, &g_state),
+        &st_out,
+        0.0,
+    );
+}
+
+#[test]
+fn causal_conv1d_update_fwd_matches_cpu() {
+    let Some(dev) = device() else { return };
+    let s = seed("causal_conv1d_update_fwd");
+    let d = |batch, seq, channels, kernel| ConvDims {
+        batch,
+        seq,
+        channels,
+        kernel,
+    };
+    conv_update_case::<f32>(dev, d(3, 1, 200, 4), s);
+    conv_update_case::<f32>(dev, d(2, 5, 96, 4), s + 10);
+    conv_update_case::<f32>(dev, d(1, 2, 33, 3), s + 20);
+    conv_update_case::<bf16>(dev, d(4, 1, 3072, 4), s + 30);
+}
+
 struct ScanHost {
     u: Vec<f32>,
     delta_raw: Vec<f32>,
@@ -288,6 +364,10 @@ fn selective_scan_fwd_matches_cpu() {
     scan_case::<f32>(dev, d(1, 333, 200, 16), true, s + 10);
     scan_case::<f32>(dev, d(2, 50, 30, 4), true, s + 20);
     scan_case::<bf16>(dev, d(1, 256, 3072, 16), false, s + 30);
+    // Enough sequences for the chunked kernel (1, 2 and 4 threads per channel).
+    scan_case::<bf16>(dev, d(128, 5, 4608, 16), false, s + 40);
+    scan_case::<f32>(dev, d(64, 21, 4608, 16), true, s + 50);
+    scan_case::<bf16>(dev, d(40, 37, 4608, 16), true, s + 60);
 }
 
 fn attention_case<T: Elem>(dev: &CudaDevice, dims: QkvDims, window: Option<usize>, s: u64) {

@@ -29,6 +29,9 @@ enum Command {
     /// Prepare, describe and benchmark token shards.
     #[command(subcommand)]
     Data(commands::data::DataCommand),
+    /// Evaluate a model: long-context perplexity, passkey retrieval, phonebook lookup, multiple choice.
+    #[command(subcommand)]
+    Eval(commands::eval::EvalCommand),
     /// Print a model folder's configuration and parameter count, or a preset's.
     Info(commands::info::InfoArgs),
     /// Measure speed (tokens/s) against the machine.
@@ -46,6 +49,7 @@ fn main() {
         Command::Generate(args) => commands::generate::run(args),
         Command::Tokenizer(cmd) => commands::tokenizer::run(cmd),
         Command::Data(cmd) => commands::data::run(cmd),
+        Command::Eval(cmd) => commands::eval::run(cmd),
         Command::Info(args) => commands::info::run(args),
         Command::Bench(cmd) => commands::bench::run(cmd),
     };

@@ -1,7 +1,7 @@
 //! Depthwise causal conv + SiLU forward on the GPU; the kernels are `causal_conv1d_silu_fwd`
 //! and `causal_conv1d_state_fwd` in kernels/causal_conv.cu.
 
-use cudarc::driver::{DevicePtr, DevicePtrMut, PushKernelArg};
+use cudarc::driver::{DevicePtr, DevicePtrMut, LaunchConfig, PushKernelArg};
 use samba_cpu::ops::causal_conv::ConvDims;
 
 use super::{entry, grid_1d, StateIn, StateOut};
@@ -24,15 +24,41 @@ pub fn causal_conv1d_silu_fwd<T: Elem>(
     state_in: Option<&dyn StateIn<T>>,
     state_out: Option<&mut dyn StateOut<T>>,
 ) -> Result<()> {
+    causal_conv1d_silu_fwd_strided(dev, u, x, dims.channels, w, bias, dims, state_in, state_out)
+}
+
+/// [`causal_conv1d_silu_fwd`] reading x [batch, seq, x_stride], its first `channels` columns
+/// (Mamba's x_in is the first half of in_proj's output [x_in | z], x_stride = 2E).
+#[allow(clippy::too_many_arguments)]
+pub fn causal_conv1d_silu_fwd_strided<T: Elem>(
+    dev: &CudaDevice,
+    u: &mut impl DevicePtrMut<T>,
+    x: &impl DevicePtr<T>,
+    x_stride: usize,
+    w: &impl DevicePtr<T>,
+    bias: &impl DevicePtr<T>,
+    dims: ConvDims,
+    state_in: Option<&dyn StateIn<T>>,
+    state_out: Option<&mut dyn StateOut<T>>,
+) -> Result<()> {
     const OP: &str = "causal_conv1d_silu_fwd";
-    if dims.kernel == 0 || dims.channels == 0 {
+    if dims.kernel == 0 || dims.channels == 0 || x_stride < dims.channels {
         return Err(CudaError::Unsupported {
             op: OP,
-            reason: "kernel and channels must be at least 1".into(),
+            reason: format!(
+                "kernel ({}) and channels ({}) must be at least 1, x_stride ({x_stride}) at least channels",
+                dims.kernel, dims.channels
+            ),
         });
     }
     let n = dims.batch * dims.seq * dims.channels;
-    check_len(OP, "x", x.len(), n, "[batch, seq, channels]")?;
+    check_len(
+        OP,
+        "x",
+        x.len(),
+        dims.batch * dims.seq * x_stride,
+        "[batch, seq, x_stride]",
+    )?;
     check_len(OP, "u", u.len(), n, "[batch, seq, channels]")?;
     check_len(
         OP,
@@ -64,6 +90,7 @@ pub fn causal_conv1d_silu_fwd<T: Elem>(
     let seq = to_i32(OP, "seq", dims.seq)?;
     let channels = to_i32(OP, "channels", dims.channels)?;
     let kernel = to_i32(OP, "kernel", dims.kernel)?;
+    let x_stride_i = to_i32(OP, "x_stride", x_stride)?;
     let s = dev.stream();
     let (x_p, _gx) = x.device_ptr(s);
     let (st_p, _gs) = match state_in {
@@ -88,10 +115,11 @@ pub fn causal_conv1d_silu_fwd<T: Elem>(
             .arg(&batch)
             .arg(&seq)
             .arg(&channels)
-            .arg(&kernel);
+            .arg(&kernel)
+            .arg(&x_stride_i);
         // SAFETY: arguments match causal_conv1d_silu_fwd_<T>(T*, const T*, const T*, const T*,
-        // const T*, int, int, int, int); every length was checked above against dims; a null
-        // state_in is read as zeros by the kernel.
+        // const T*, int, int, int, int, int); every length was checked above against dims and
+        // x_stride; a null state_in is read as zeros by the kernel.
         unsafe { launch.launch(grid_1d(n)) }.map_err(driver("launching causal_conv1d_silu_fwd"))?;
     }
     if let Some(out) = state_out {
@@ -107,13 +135,116 @@ pub fn causal_conv1d_silu_fwd<T: Elem>(
                 .arg(&batch)
                 .arg(&seq)
                 .arg(&channels)
-                .arg(&kernel);
+                .arg(&kernel)
+                .arg(&x_stride_i);
             // SAFETY: arguments match causal_conv1d_state_fwd_<T>(T*, const T*, const T*, int,
-            // int, int, int); state_out holds batch * (kernel - 1) * channels elements (checked)
+            // int, int, int, int); state_out holds batch * (kernel - 1) * channels elements (checked)
             // and is borrowed mutably, so it aliases neither x nor state_in.
             unsafe { launch.launch(grid_1d(m)) }
                 .map_err(driver("launching causal_conv1d_state_fwd"))?;
         }
     }
+    Ok(())
+}
+
+/// Kernel widths the in-place update handles (CONV_MAX_K in the kernel).
+const UPDATE_MAX_KERNEL: usize = 8;
+
+/// The conv over a short chunk (a decoding step) with the conv state updated in place:
+/// u [batch, seq, channels] from x [batch, seq, x_stride] (first `channels` columns), `state`
+/// [batch, kernel - 1, channels] read as the inputs before the chunk and replaced by the last
+/// kernel - 1 inputs after it (as `causal_conv1d_silu_fwd` with state_in = state_out = state).
+/// One thread per (batch, channel) walks the chunk: meant for a few steps, not long chunks.
+#[allow(clippy::too_many_arguments)]
+pub fn causal_conv1d_update_fwd<T: Elem>(
+    dev: &CudaDevice,
+    u: &mut impl DevicePtrMut<T>,
+    state: &mut impl DevicePtrMut<T>,
+    x: &impl DevicePtr<T>,
+    x_stride: usize,
+    w: &impl DevicePtr<T>,
+    bias: &impl DevicePtr<T>,
+    dims: ConvDims,
+) -> Result<()> {
+    const OP: &str = "causal_conv1d_update_fwd";
+    if dims.kernel == 0
+        || dims.kernel > UPDATE_MAX_KERNEL
+        || dims.channels == 0
+        || x_stride < dims.channels
+    {
+        return Err(CudaError::Unsupported {
+            op: OP,
+            reason: format!(
+                "kernel = {} (1..={UPDATE_MAX_KERNEL}), channels = {} (>= 1), x_stride = {x_stride} (>= channels)",
+                dims.kernel, dims.channels
+            ),
+        });
+    }
+    check_len(
+        OP,
+        "x",
+        x.len(),
+        dims.batch * dims.seq * x_stride,
+        "[batch, seq, x_stride]",
+    )?;
+    check_len(
+        OP,
+        "u",
+        u.len(),
+        dims.batch * dims.seq * dims.channels,
+        "[batch, seq, channels]",
+    )?;
+    check_len(
+        OP,
+        "w",
+        w.len(),
+        dims.channels * dims.kernel,
+        "[channels, 1, kernel]",
+    )?;
+    check_len(OP, "bias", bias.len(), dims.channels, "[channels]")?;
+    check_len(
+        OP,
+        "state",
+        state.len(),
+        dims.state_len(),
+        "[batch, kernel - 1, channels]",
+    )?;
+    let lanes = dims.batch * dims.channels;
+    if lanes == 0 || dims.seq == 0 {
+        return Ok(());
+    }
+    let batch = to_i32(OP, "batch", dims.batch)?;
+    let seq = to_i32(OP, "seq", dims.seq)?;
+    let channels = to_i32(OP, "channels", dims.channels)?;
+    let kernel = dims.kernel as i32;
+    let x_stride_i = to_i32(OP, "x_stride", x_stride)?;
+    let f = dev.function(&CAUSAL_CONV, &entry::<T>(OP), 0)?;
+    let s = dev.stream();
+    let (u_p, _g0) = u.device_ptr_mut(s);
+    let (st_p, _g1) = state.device_ptr_mut(s);
+    let (x_p, _g2) = x.device_ptr(s);
+    let (w_p, _g3) = w.device_ptr(s);
+    let (b_p, _g4) = bias.device_ptr(s);
+    let mut launch = s.launch_builder(&f);
+    launch
+        .arg(&u_p)
+        .arg(&st_p)
+        .arg(&x_p)
+        .arg(&w_p)
+        .arg(&b_p)
+        .arg(&batch)
+        .arg(&seq)
+        .arg(&channels)
+        .arg(&kernel)
+        .arg(&x_stride_i);
+    let cfg = LaunchConfig {
+        grid_dim: (lanes.div_ceil(128) as u32, 1, 1),
+        block_dim: (128, 1, 1),
+        shared_mem_bytes: 0,
+    };
+    // SAFETY: arguments match causal_conv1d_update_fwd_<T>(T*, T*, const T*, const T*, const T*,
+    // int, int, int, int, int); every length was checked above; one thread per (batch, channel)
+    // (the kernel returns past batch * channels) reads its state before writing it.
+    unsafe { launch.launch(cfg) }.map_err(driver("launching causal_conv1d_update_fwd"))?;
     Ok(())
 }

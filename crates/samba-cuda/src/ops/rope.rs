@@ -4,7 +4,7 @@ use cudarc::driver::{DevicePtrMut, PushKernelArg};
 use samba_cpu::ops::attention::QkvDims;
 use samba_cpu::ops::rope::RopeTable;
 
-use super::{entry, grid_1d};
+use super::{entry, grid_1d, StateIn};
 use crate::compile::ROPE;
 use crate::error::{check_len, driver, to_i32, Result};
 use crate::{Buffer, CudaDevice, CudaError, Elem};
@@ -99,5 +99,85 @@ pub fn rope_fwd<T: Elem>(
     // int); qkv holds batch * seq * qkv_dim elements and the tables len * head_dim / 2 with
     // seq <= len (checked above).
     unsafe { launch.launch(grid_1d(n)) }.map_err(driver("launching rope_fwd"))?;
+    Ok(())
+}
+
+/// [`rope_fwd`] at positions held on the device: token t of sequence b is at absolute position
+/// `pos0[b] + t` (`pos0` None: t), a row of `table`, which must start at position 0 and cover
+/// `max_position` (the largest position used, which the caller knows from its host copy of the
+/// positions). A captured decoding step rotates at the right positions with no host input.
+pub fn rope_pos_fwd<T: Elem>(
+    dev: &CudaDevice,
+    qkv: &mut impl DevicePtrMut<T>,
+    table: &DeviceRopeTable,
+    pos0: Option<&dyn StateIn<i32>>,
+    max_position: usize,
+    dims: QkvDims,
+) -> Result<()> {
+    const OP: &str = "rope_pos_fwd";
+    check_qkv_dims(OP, dims)?;
+    if dims.head_dim % 2 != 0
+        || table.head_dim != dims.head_dim
+        || table.start != 0
+        || max_position >= table.len
+    {
+        return Err(CudaError::Unsupported {
+            op: OP,
+            reason: format!(
+                "the table (head_dim {}, positions {}..{}) does not fit head_dim {} and position {max_position}",
+                table.head_dim,
+                table.start,
+                table.start + table.len,
+                dims.head_dim
+            ),
+        });
+    }
+    if let Some(p) = &pos0 {
+        check_len(OP, "pos0", p.elems(), dims.batch, "[batch]")?;
+    }
+    let tokens = dims.batch * dims.seq;
+    check_len(
+        OP,
+        "qkv",
+        qkv.len(),
+        tokens * dims.qkv_dim(),
+        "[batch, seq, (heads + 2 kv_heads) head_dim]",
+    )?;
+    if tokens == 0 {
+        return Ok(());
+    }
+    let f = dev.function(&ROPE, &entry::<T>(OP), 0)?;
+    let s = dev.stream();
+    let (q_p, _g0) = qkv.device_ptr_mut(s);
+    let (p_p, _g1) = match pos0 {
+        Some(p) => {
+            let (ptr, g) = p.ptr(s);
+            (ptr, Some(g))
+        }
+        None => (0u64, None),
+    };
+    let (tokens_l, seq) = (tokens as i64, to_i32(OP, "seq", dims.seq)?);
+    let (heads, kv_heads) = (
+        to_i32(OP, "heads", dims.heads)?,
+        to_i32(OP, "kv_heads", dims.kv_heads)?,
+    );
+    let head_dim = to_i32(OP, "head_dim", dims.head_dim)?;
+    let mut launch = s.launch_builder(&f);
+    launch
+        .arg(&q_p)
+        .arg(&table.cos)
+        .arg(&table.sin)
+        .arg(&p_p)
+        .arg(&tokens_l)
+        .arg(&seq)
+        .arg(&heads)
+        .arg(&kv_heads)
+        .arg(&head_dim);
+    let n = tokens * (dims.heads + dims.kv_heads) * dims.head_dim / 2;
+    // SAFETY: arguments match rope_pos_fwd_<T>(T*, const float*, const float*, const int*, long,
+    // int, int, int, int); qkv holds batch * seq * qkv_dim elements, pos0 batch (checked), and
+    // every position pos0[b] + t is at most max_position < table.len (the caller's promise,
+    // from the host copy of the positions the device ones mirror).
+    unsafe { launch.launch(grid_1d(n)) }.map_err(driver("launching rope_pos_fwd"))?;
     Ok(())
 }

@@ -34,3 +34,36 @@ pub fn swiglu_fwd<T: Elem>(
     unsafe { launch.launch(grid_1d(n)) }.map_err(driver("launching swiglu_fwd"))?;
     Ok(())
 }
+
+/// act [rows, hidden] = silu(gate) * up from the fused [rows, 2 hidden] output `gu` = [gate | up]
+/// of one GEMM with the stacked weights [w1; w2].
+pub fn swiglu_fused_fwd<T: Elem>(
+    dev: &CudaDevice,
+    act: &mut impl DevicePtrMut<T>,
+    gu: &impl DevicePtr<T>,
+    hidden: usize,
+) -> Result<()> {
+    const OP: &str = "swiglu_fused_fwd";
+    if hidden == 0 {
+        return Ok(());
+    }
+    let n = act.len();
+    let rows = n / hidden;
+    check_len(OP, "act", n, rows * hidden, "[rows, hidden]")?;
+    check_len(OP, "gu", gu.len(), 2 * n, "[rows, 2 hidden] = [gate | up]")?;
+    if n == 0 {
+        return Ok(());
+    }
+    let hidden_i = crate::error::to_i32(OP, "hidden", hidden)?;
+    let f = dev.function(&SWIGLU, &entry::<T>(OP), 0)?;
+    let s = dev.stream();
+    let (a_p, _g0) = act.device_ptr_mut(s);
+    let (g_p, _g1) = gu.device_ptr(s);
+    let rows_l = rows as i64;
+    let mut launch = s.launch_builder(&f);
+    launch.arg(&a_p).arg(&g_p).arg(&rows_l).arg(&hidden_i);
+    // SAFETY: arguments match swiglu_fused_fwd_<T>(T*, const T*, long, int); act holds
+    // rows * hidden elements and gu 2 * rows * hidden (checked above).
+    unsafe { launch.launch(grid_1d(n)) }.map_err(driver("launching swiglu_fused_fwd"))?;
+    Ok(())
+}

@@ -4,8 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use clap::{ArgGroup, Args};
-use samba_cpu::ops::cross_entropy::cross_entropy_fwd;
-use samba_cpu::{BatchShape, CpuModel, DecodeState};
+use samba_cpu::{BatchShape, CpuModel};
 use samba_model::checkpoint::load_model;
 use serde::Serialize;
 
@@ -131,21 +130,11 @@ pub fn run(args: ScoreArgs) -> Result<()> {
 }
 
 /// log p(tokens[i + 1] | tokens[..=i]) for every i, streaming the input through the model in
-/// chunks with a carried state: memory does not grow with the input's length.
+/// chunks with a carried state (memory does not grow with the input), with a progress bar.
 pub fn score_tokens(model: &CpuModel, tokens: &[u32], chunk: usize) -> Result<Vec<f64>> {
-    let inputs = &tokens[..tokens.len() - 1];
-    let mut state = DecodeState::new(model, 1, tokens.len());
-    let vocab = model.config.vocab;
-    let mut logprobs = Vec::with_capacity(inputs.len());
-    let bar = progress(inputs.len());
-    model.prefill(&mut state, inputs, chunk, |acts, start| {
-        let len = acts.logits.len() / vocab;
-        let targets = &tokens[start + 1..start + 1 + len];
-        let mut losses = vec![0.0; len];
-        let mut lse = vec![0.0; len];
-        cross_entropy_fwd(&mut losses, &mut lse, &acts.logits, targets, vocab);
-        logprobs.extend(losses.iter().map(|&l| -(l as f64)));
-        bar.inc(len as u64);
+    let bar = progress(tokens.len());
+    let logprobs = samba_eval::scoring::score_tokens(model, tokens, chunk, |done| {
+        bar.set_position(done.len() as u64)
     })?;
     bar.finish_and_clear();
     Ok(logprobs)

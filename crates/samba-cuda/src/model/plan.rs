@@ -1,0 +1,269 @@
+//! The activations of one forward shape, planned and allocated once: the f32 residual stream,
+//! the normed input of the current sublayer, and one set of scratch
+//! buffers per mixer kind, reused by every sublayer of that kind (inference keeps nothing for a
+//! backward pass). Sizes for Samba-1.3B at 128K tokens: x 1.2 GB (f32), Mamba scratch ~7 GB,
+//! MLP scratch ~5 GB (bf16).
+
+use samba_cpu::ops::rope::RopeTable;
+use samba_cpu::BatchShape;
+use samba_model::layout::MixerParams;
+
+use super::decode::DecodeGraph;
+use super::CudaModel;
+use crate::ops::rope::DeviceRopeTable;
+use crate::{Buffer, CudaDevice, Elem, Result};
+
+/// Which rows get logits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogitRows {
+    /// Every token: logits [batch * seq, vocab] (scoring, training).
+    All,
+    /// The last token of each sequence: logits [batch, vocab] (prefill before generation,
+    /// decoding): the output head runs on batch rows instead of batch * seq.
+    Last,
+}
+
+pub(crate) struct MambaScratch<T> {
+    /// [rows, 2E]: in_proj's output [x_in | z], read in place by the conv (x_in) and scan (z).
+    pub xz: Buffer<T>,
+    /// [rows, E]: the conv's output.
+    pub u: Buffer<T>,
+    /// [rows, R + 2N]: x_proj's output [dt_low | B | C], read in place.
+    pub x_dbl: Buffer<T>,
+    /// [rows, E]: dt_proj(dt_low), before the bias and softplus.
+    pub delta: Buffer<T>,
+    /// [rows, E]: the gated scan output.
+    pub y: Buffer<T>,
+    /// [batch, d_conv - 1, E]: the conv state after a long chunk, copied into the state.
+    pub conv_tmp: Buffer<T>,
+}
+
+pub(crate) struct AttentionScratch<T> {
+    /// [rows, (H + 2G) hd]
+    pub qkv: Buffer<T>,
+    /// [rows, H hd]
+    pub att: Buffer<T>,
+}
+
+pub(crate) struct MlpScratch<T> {
+    /// [rows, 2 hidden]: [gate | up] (hidden: the largest MLP of the model).
+    pub gate_up: Buffer<T>,
+    /// [rows, hidden]
+    pub act: Buffer<T>,
+}
+
+/// Every device buffer of a forward over one (batch, seq) shape.
+pub struct CudaActivations<T> {
+    pub shape: BatchShape,
+    pub logit_rows: LogitRows,
+    pub(crate) tokens: Buffer<u32>,
+    /// The residual stream [rows, d] (f32).
+    pub(crate) x: Buffer<f32>,
+    /// [rows, d]: RMSNorm_k(x), the current sublayer's input.
+    pub(crate) normed: Buffer<T>,
+    pub(crate) mamba: Option<MambaScratch<T>>,
+    pub(crate) attention: Option<AttentionScratch<T>>,
+    pub(crate) mlp: Option<MlpScratch<T>>,
+    /// [logit rows, d]
+    pub(crate) final_normed: Buffer<T>,
+    /// [logit rows, vocab] (f32)
+    pub logits: Buffer<f32>,
+    /// RoPE for positions 0..seq (a forward without state).
+    pub(crate) rope: Option<DeviceRopeTable>,
+    /// The captured decoding step, once one ran with these activations.
+    pub(crate) graph: Option<DecodeGraph>,
+    /// Why capturing the decoding step failed, if it did (steps then run eagerly).
+    pub(crate) graph_error: Option<String>,
+}
+
+impl<T: Elem> CudaActivations<T> {
+    /// The number of rows with logits.
+    pub fn logit_row_count(&self) -> usize {
+        match self.logit_rows {
+            LogitRows::All => self.shape.rows(),
+            LogitRows::Last => self.shape.batch,
+        }
+    }
+
+    /// The logits of the last forward as f32 [logit rows, vocab]; waits for the GPU.
+    pub fn logits_f32(&self, dev: &CudaDevice) -> Result<Vec<f32>> {
+        dev.download(&self.logits)
+    }
+
+    /// Bytes of device memory these activations hold.
+    pub fn bytes(&self) -> usize {
+        let t = std::mem::size_of::<T>();
+        let mut n = (self.tokens.len() + self.x.len() + self.logits.len()) * 4
+            + (self.normed.len() + self.final_normed.len()) * t;
+        if let Some(m) = &self.mamba {
+            n += (m.xz.len()
+                + m.u.len()
+                + m.x_dbl.len()
+                + m.delta.len()
+                + m.y.len()
+                + m.conv_tmp.len())
+                * t;
+        }
+        if let Some(a) = &self.attention {
+            n += (a.qkv.len() + a.att.len()) * t;
+        }
+        if let Some(m) = &self.mlp {
+            n += (m.gate_up.len() + m.act.len()) * t;
+        }
+        n
+    }
+
+    /// Whether the last decoding steps replayed a CUDA graph (false until one was captured, or
+    /// when capturing failed and steps run eagerly).
+    pub fn graph_captured(&self) -> bool {
+        self.graph.is_some()
+    }
+
+    /// Why capturing the decoding step failed, if it did.
+    pub fn graph_error(&self) -> Option<&str> {
+        self.graph_error.as_deref()
+    }
+}
+
+/// Bytes [`CudaModel::activations`] would allocate for this shape (to check it fits first).
+pub fn activation_bytes(
+    config: &samba_model::Config,
+    elem_bytes: usize,
+    shape: BatchShape,
+    logits: LogitRows,
+) -> usize {
+    let plan = Plan::new(config, shape, logits);
+    plan.total(elem_bytes)
+}
+
+/// Element counts of every buffer, from the config alone.
+struct Plan {
+    rows: usize,
+    logit_rows: usize,
+    d: usize,
+    vocab: usize,
+    mamba: Option<[usize; 6]>,
+    attention: Option<(usize, usize)>,
+    mlp_hidden: Option<usize>,
+}
+
+impl Plan {
+    fn new(c: &samba_model::Config, shape: BatchShape, logits: LogitRows) -> Plan {
+        let rows = shape.rows();
+        let layout = samba_model::ParamLayout::new(c);
+        let subs: Vec<_> = layout.blocks.iter().flatten().collect();
+        let has_mamba = subs
+            .iter()
+            .any(|s| matches!(s.mixer, MixerParams::Mamba(_)));
+        let has_attention = subs.iter().any(|s| {
+            matches!(
+                s.mixer,
+                MixerParams::WindowAttention(_) | MixerParams::FullAttention(_)
+            )
+        });
+        let mlp_hidden = subs
+            .iter()
+            .filter_map(|s| match s.mixer {
+                MixerParams::Mlp(p) => Some(p.hidden),
+                _ => None,
+            })
+            .max();
+        let e = c.d_inner();
+        Plan {
+            rows,
+            logit_rows: match logits {
+                LogitRows::All => rows,
+                LogitRows::Last => shape.batch,
+            },
+            d: c.d_model,
+            vocab: c.vocab,
+            mamba: has_mamba.then(|| {
+                [
+                    rows * 2 * e,
+                    rows * e,
+                    rows * c.x_proj_dim(),
+                    rows * e,
+                    rows * e,
+                    shape.batch * (c.d_conv - 1) * e,
+                ]
+            }),
+            attention: has_attention.then(|| (rows * c.qkv_dim(), rows * c.heads * c.head_dim)),
+            mlp_hidden,
+        }
+    }
+
+    fn total(&self, t: usize) -> usize {
+        let mut n = self.rows * 4 + self.rows * self.d * 4 + self.logit_rows * self.vocab * 4;
+        n += (self.rows * self.d + self.logit_rows * self.d) * t;
+        if let Some(m) = self.mamba {
+            n += m.iter().sum::<usize>() * t;
+        }
+        if let Some((qkv, att)) = self.attention {
+            n += (qkv + att) * t;
+        }
+        if let Some(h) = self.mlp_hidden {
+            n += 3 * self.rows * h * t;
+        }
+        n
+    }
+}
+
+impl<T: Elem> CudaModel<T> {
+    /// Allocates the activations of a forward over `shape`, with logits for `logits` rows.
+    pub fn activations(&self, shape: BatchShape, logits: LogitRows) -> Result<CudaActivations<T>> {
+        let c = &self.config;
+        let dev = &*self.dev;
+        let plan = Plan::new(c, shape, logits);
+        // Zero-length device buffers are avoided: every buffer holds at least one element and
+        // the code slices exactly what it uses.
+        let zeros_t = |n: usize| dev.zeros::<T>(n.max(1));
+        let rows = plan.rows;
+        let mamba = match plan.mamba {
+            Some([xz, u, x_dbl, delta, y, conv_tmp]) => Some(MambaScratch {
+                xz: zeros_t(xz)?,
+                u: zeros_t(u)?,
+                x_dbl: zeros_t(x_dbl)?,
+                delta: zeros_t(delta)?,
+                y: zeros_t(y)?,
+                conv_tmp: zeros_t(conv_tmp)?,
+            }),
+            None => None,
+        };
+        let attention = match plan.attention {
+            Some((qkv, att)) => Some(AttentionScratch {
+                qkv: zeros_t(qkv)?,
+                att: zeros_t(att)?,
+            }),
+            None => None,
+        };
+        let mlp = match plan.mlp_hidden {
+            Some(h) => Some(MlpScratch {
+                gate_up: zeros_t(rows * 2 * h)?,
+                act: zeros_t(rows * h)?,
+            }),
+            None => None,
+        };
+        let rope = match c.rope_base {
+            Some(base) => Some(DeviceRopeTable::upload(
+                dev,
+                &RopeTable::new(base, c.head_dim, 0, shape.seq.max(1)),
+            )?),
+            None => None,
+        };
+        Ok(CudaActivations {
+            shape,
+            logit_rows: logits,
+            tokens: dev.zeros::<u32>(rows.max(1))?,
+            x: dev.zeros::<f32>((rows * plan.d).max(1))?,
+            normed: zeros_t(rows * plan.d)?,
+            mamba,
+            attention,
+            mlp,
+            final_normed: zeros_t(plan.logit_rows * plan.d)?,
+            logits: dev.zeros::<f32>((plan.logit_rows * plan.vocab).max(1))?,
+            rope,
+            graph: None,
+            graph_error: None,
+        })
+    }
+}

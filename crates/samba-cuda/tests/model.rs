@@ -1,0 +1,367 @@
+//! The whole model on the GPU against the CPU model (`samba_cpu::CpuModel`): logits of the tiny
+//! preset in every layout (f32 storage within 1e-5, bf16 within 1e-2 relative) and of
+//! samba-421m with random initialisation (bf16 within 1e-2); and, on the GPU alone, decoding
+//! token by token and chunked prefill against one forward over the whole sequence, with the
+//! states left by different chunkings equal (and equal to the CPU's).
+//!
+//! bf16 runs: the weights are rounded to bf16 on upload, so the CPU reference runs on the same
+//! rounded weights; the GPU also rounds its activations (the residual stream and the logits stay
+//! f32). Error measures: f32 outputs and GPU-against-GPU comparisons, as in tests/parity.rs,
+//! max |gpu - cpu| / max |cpu|; bf16 outputs against the CPU, ||gpu - cpu||_2 / ||cpu||_2 (the
+//! max-relative error is printed beside it: on the tiny preset, d_model 32, it reaches 1-2e-2,
+//! a few logits carrying the rounding of every stage of the stack).
+//! Skipped without a GPU.
+
+use std::sync::Arc;
+
+use half::bf16;
+use samba_cpu::{BatchShape, CpuModel, DecodeState};
+use samba_cuda::ops::attention::AttentionKernel;
+use samba_cuda::{CudaDecodeState, CudaDevice, CudaModel, Elem, LogitRows};
+use samba_model::init::init_params;
+use samba_model::preset::{preset, preset_with_layout};
+use samba_model::{Config, Layout, ParamLayout};
+
+mod common;
+use common::*;
+
+/// Reference-initialised parameters with every 1-D tensor (norms, biases, D, A_log) perturbed,
+/// so a kernel that ignored one would show.
+fn params(config: &Config, seed: u64) -> Vec<f32> {
+    let layout = ParamLayout::new(config);
+    let mut p = init_params(&layout, seed);
+    let noise = samba_cpu::testing::random_vec(p.len(), seed + 1, 0.2);
+    for spec in &layout.tensors {
+        if spec.shape.len() == 1 || spec.name.ends_with("A_log") {
+            for i in spec.range() {
+                p[i] += noise[i];
+            }
+        }
+    }
+    p
+}
+
+fn random_tokens(n: usize, vocab: usize, seed: u64) -> Vec<u32> {
+    samba_cpu::testing::random_vec(n, seed, 1.0)
+        .iter()
+        .map(|v| (((v + 1.0) * 0.5 * vocab as f32) as usize).min(vocab - 1) as u32)
+        .collect()
+}
+
+fn cpu_logits(config: &Config, params: &[f32], tokens: &[u32], shape: BatchShape) -> Vec<f32> {
+    let model = CpuModel::new(config.clone(), params.to_vec());
+    model.logits(tokens, shape).expect("cpu forward")
+}
+
+fn gpu_logits<T: Elem>(model: &CudaModel<T>, tokens: &[u32], shape: BatchShape) -> Vec<f32> {
+    let mut acts = model
+        .activations(shape, LogitRows::All)
+        .expect("activations");
+    let dev = model.device();
+    dev.fill(&mut acts.logits, f32::NAN).expect("poison logits");
+    model.forward(&mut acts, tokens).expect("gpu forward");
+    acts.logits_f32(dev).expect("download logits")
+}
+
+/// A GPU output against the CPU's: f32 max-relative within 1e-5, bf16 norm-wise within 1e-2.
+fn against_cpu<T: Elem>(name: &str, shape: &str, gpu: &[f32], cpu: &[f32]) {
+    if T::SUFFIX == "f32" {
+        expect(name, T::SUFFIX, shape, gpu, cpu, F32_TOL);
+    } else {
+        expect_l2(name, T::SUFFIX, shape, gpu, cpu, BF16_TOL);
+    }
+}
+
+fn logits_case<T: Elem>(
+    dev: &Arc<CudaDevice>,
+    name: &str,
+    config: &Config,
+    p: &[f32],
+    shape: BatchShape,
+    seed: u64,
+) {
+    let tokens = random_tokens(shape.rows(), config.vocab, seed);
+    let ref_params = rounded::<T>(p);
+    let cpu = cpu_logits(config, &ref_params, &tokens, shape);
+    let model = CudaModel::<T>::new(dev.clone(), config.clone(), p).expect("upload model");
+    let gpu = gpu_logits(&model, &tokens, shape);
+    let what = format!("b{} s{}", shape.batch, shape.seq);
+    against_cpu::<T>(&format!("logits {name}"), &what, &gpu, &cpu);
+}
+
+#[test]
+fn tiny_logits_match_cpu_for_every_layout() {
+    let Some(dev) = device() else { return };
+    let s = seed("tiny logits");
+    let shape = BatchShape { batch: 2, seq: 21 };
+    for (i, layout) in Layout::ALL.into_iter().enumerate() {
+        let config = preset_with_layout("tiny", layout).expect("preset");
+        let p = params(&config, s + i as u64);
+        let name = format!("tiny {layout}");
+        logits_case::<f32>(dev, &name, &config, &p, shape, s + 100 + i as u64);
+        logits_case::<bf16>(dev, &name, &config, &p, shape, s + 200 + i as u64);
+    }
+    all_passed();
+}
+
+#[test]
+fn samba_421m_logits_match_cpu() {
+    let Some(dev) = device() else { return };
+    let s = seed("samba-421m logits");
+    let config = preset("samba-421m").expect("preset");
+    let p = init_params(&ParamLayout::new(&config), s);
+    let shape = BatchShape { batch: 1, seq: 40 };
+    let tokens = random_tokens(shape.rows(), config.vocab, s + 1);
+    // bf16 (the tensor-core attention and the SIMT one) against the CPU on rounded weights.
+    let cpu = cpu_logits(&config, &rounded::<bf16>(&p), &tokens, shape);
+    let mut model = CudaModel::<bf16>::new(dev.clone(), config.clone(), &p).expect("upload");
+    for kernel in [AttentionKernel::TensorCore, AttentionKernel::Simt] {
+        model.attention_kernel = kernel;
+        let gpu = gpu_logits(&model, &tokens, shape);
+        against_cpu::<bf16>(
+            &format!("logits samba-421m {kernel:?}"),
+            "b1 s40 random init",
+            &gpu,
+            &cpu,
+        );
+    }
+    drop(model);
+    // f32 storage: printed for information (a deep stack of f32 GEMMs summed in another order).
+    let cpu = cpu_logits(&config, &p, &tokens, shape);
+    let model = CudaModel::<f32>::new(dev.clone(), config, &p).expect("upload");
+    let gpu = gpu_logits(&model, &tokens, shape);
+    println!(
+        "PARITY {:<24} {:<5} {:<44} rel_err {:9.2e}  (information)",
+        "logits samba-421m",
+        "f32",
+        "b1 s40 random init",
+        rel_err(&gpu, &cpu)
+    );
+    all_passed();
+}
+
+/// Decoding token by token and chunked prefill with several chunk sizes against one forward,
+/// all on the GPU; the final states of every chunking against each other and the CPU's.
+#[allow(clippy::too_many_arguments)]
+fn decode_case<T: Elem>(
+    dev: &Arc<CudaDevice>,
+    name: &str,
+    config: &Config,
+    p: &[f32],
+    batch: usize,
+    seq: usize,
+    chunks: &[usize],
+    seed: u64,
+) {
+    let model = CudaModel::<T>::new(dev.clone(), config.clone(), p).expect("upload");
+    let vocab = config.vocab;
+    let tokens = random_tokens(batch * seq, vocab, seed);
+    let full = gpu_logits(&model, &tokens, BatchShape { batch, seq });
+    let tol = tol::<T>();
+    let max_context = seq + 1;
+    let label = |what: &str| format!("{name} {what}");
+
+    // Token by token through decode_step (the captured graph from the second step on).
+    let mut state = CudaDecodeState::new(&model, batch, max_context).expect("state");
+    let mut acts = model
+        .activations(BatchShape { batch, seq: 1 }, LogitRows::Last)
+        .expect("activations");
+    let mut stepped = vec![0.0f32; batch * seq * vocab];
+    for t in 0..seq {
+        let step: Vec<u32> = (0..batch).map(|b| tokens[b * seq + t]).collect();
+        dev.fill(&mut acts.logits, f32::NAN).expect("poison");
+        model
+            .decode_step(&mut acts, &step, &mut state)
+            .expect("decode step");
+        let l = acts.logits_f32(dev).expect("logits");
+        for b in 0..batch {
+            stepped[(b * seq + t) * vocab..][..vocab].copy_from_slice(&l[b * vocab..][..vocab]);
+        }
+    }
+    let graph = if acts.graph_captured() {
+        "graph".to_string()
+    } else {
+        format!("NO GRAPH: {}", acts.graph_error().unwrap_or("?"))
+    };
+    expect(
+        &label("decode == forward"),
+        T::SUFFIX,
+        &format!("b{batch} s{seq} ({graph})"),
+        &stepped,
+        &full,
+        tol,
+    );
+    let reference_state = state.flatten(dev, config).expect("flatten");
+
+    // The CPU's state after the same tokens (weights rounded as stored).
+    let cpu = CpuModel::new(config.clone(), rounded::<T>(p));
+    let mut cpu_state = DecodeState::new(&cpu, batch, max_context);
+    let mut cpu_acts = cpu.activations(BatchShape { batch, seq });
+    cpu.forward_with_state(&mut cpu_acts, &tokens, &mut cpu_state)
+        .expect("cpu prefill");
+    against_cpu::<T>(
+        &label("state == cpu state"),
+        &format!("b{batch} s{seq}"),
+        &reference_state,
+        &cpu_state.flatten(),
+    );
+
+    // Chunked prefill: logits of every chunk against the full forward, final state against
+    // the token-by-token one.
+    for &chunk in chunks {
+        let mut state = CudaDecodeState::new(&model, batch, max_context).expect("state");
+        let mut got = vec![0.0f32; batch * seq * vocab];
+        let mut t0 = 0;
+        while t0 < seq {
+            let len = chunk.min(seq - t0);
+            let part: Vec<u32> = (0..batch)
+                .flat_map(|b| tokens[b * seq + t0..b * seq + t0 + len].to_vec())
+                .collect();
+            let mut acts = model
+                .activations(BatchShape { batch, seq: len }, LogitRows::All)
+                .expect("activations");
+            dev.fill(&mut acts.logits, f32::NAN).expect("poison");
+            model
+                .forward_with_state(&mut acts, &part, &mut state)
+                .expect("chunk");
+            let l = acts.logits_f32(dev).expect("logits");
+            for b in 0..batch {
+                for t in 0..len {
+                    got[(b * seq + t0 + t) * vocab..][..vocab]
+                        .copy_from_slice(&l[(b * len + t) * vocab..][..vocab]);
+                }
+            }
+            t0 += len;
+        }
+        expect(
+            &label(&format!("chunks of {chunk}")),
+            T::SUFFIX,
+            &format!("b{batch} s{seq}"),
+            &got,
+            &full,
+            tol,
+        );
+        expect(
+            &label(&format!("chunks of {chunk} state")),
+            T::SUFFIX,
+            &format!("b{batch} s{seq}"),
+            &state.flatten(dev, config).expect("flatten"),
+            &reference_state,
+            tol,
+        );
+    }
+}
+
+#[test]
+fn decode_and_chunked_prefill_equal_forward_for_every_layout() {
+    let Some(dev) = device() else { return };
+    let s = seed("decode == forward");
+    for (i, layout) in Layout::ALL.into_iter().enumerate() {
+        let config = preset_with_layout("tiny", layout).expect("preset");
+        let p = params(&config, s + i as u64);
+        let name = format!("tiny {layout}");
+        // seq 19 crosses the window (8) twice; chunks of 17+ take the parallel conv path.
+        decode_case::<f32>(dev, &name, &config, &p, 2, 19, &[1, 3, 7, 19], s + 50);
+        decode_case::<bf16>(dev, &name, &config, &p, 2, 19, &[3, 19], s + 60);
+    }
+    all_passed();
+}
+
+/// Small models with Samba-sized heads (head_dim 128 and 64, MHA and GQA) so prefill chunks run
+/// on the tensor cores with a ring cache and a window that the sequence crosses.
+#[test]
+fn decode_and_chunked_prefill_on_tensor_cores() {
+    let Some(dev) = device() else { return };
+    let s = seed("tensor-core chunks");
+    let base = preset("samba-421m").expect("preset");
+    let small = |heads, kv_heads, head_dim, window| Config {
+        n_layer: 2,
+        d_model: 256,
+        heads,
+        kv_heads,
+        head_dim,
+        mlp_hidden: 512,
+        window,
+        dt_rank: 16,
+        vocab: 512,
+        ..base.clone()
+    };
+    for (i, config) in [small(2, 2, 128, 70), small(4, 2, 64, 50)]
+        .into_iter()
+        .enumerate()
+    {
+        let p = params(&config, s + i as u64);
+        let name = format!(
+            "h{}/{} hd{} w{}",
+            config.heads, config.kv_heads, config.head_dim, config.window
+        );
+        decode_case::<bf16>(
+            dev,
+            &name,
+            &config,
+            &p,
+            2,
+            150,
+            &[33, 64, 150],
+            s + 10 + i as u64,
+        );
+        let mut llama = config.clone();
+        llama.layout = Layout::Llama;
+        llama.tied_embeddings = false;
+        let p = params(&llama, s + 20 + i as u64);
+        decode_case::<bf16>(
+            dev,
+            &format!("llama {name}"),
+            &llama,
+            &p,
+            1,
+            150,
+            &[64, 150],
+            s + 30,
+        );
+    }
+    all_passed();
+}
+
+#[test]
+fn samba_421m_decode_equals_forward() {
+    let Some(dev) = device() else { return };
+    let s = seed("samba-421m decode");
+    let config = preset("samba-421m").expect("preset");
+    let p = init_params(&ParamLayout::new(&config), s);
+    decode_case::<bf16>(dev, "samba-421m", &config, &p, 2, 24, &[24], s + 1);
+    all_passed();
+}
+
+#[test]
+fn bad_inputs_are_typed_errors() {
+    let Some(dev) = device() else { return };
+    let config = preset("tiny").expect("preset");
+    let p = params(&config, 1);
+    let model = CudaModel::<f32>::new(dev.clone(), config.clone(), &p).expect("upload");
+    let mut acts = model
+        .activations(BatchShape { batch: 1, seq: 4 }, LogitRows::All)
+        .expect("activations");
+    let err = model.forward(&mut acts, &[1, 2, 3]).unwrap_err();
+    assert!(
+        matches!(err, samba_cuda::CudaError::WrongLength { .. }),
+        "{err}"
+    );
+    let err = model.forward(&mut acts, &[1, 2, 3, 64]).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            samba_cuda::CudaError::TokenOutOfVocab { position: 3, .. }
+        ),
+        "{err}"
+    );
+    assert!(CudaModel::<f32>::new(dev.clone(), config.clone(), &p[1..]).is_err());
+    let mut state = CudaDecodeState::new(&model, 2, 8).expect("state");
+    let err = model
+        .forward_with_state(&mut acts, &[1, 2, 3, 4], &mut state)
+        .unwrap_err();
+    assert!(
+        matches!(err, samba_cuda::CudaError::BatchMismatch { .. }),
+        "{err}"
+    );
+}
