@@ -586,3 +586,33 @@ fn prepare_train_resume_and_plot_from_the_cli() {
     assert!(out.status.success(), "plot: {}", stderr(&out));
     assert!(std::fs::read_to_string(&svg).unwrap().contains("<svg"));
 }
+
+#[test]
+fn device_flag_is_checked_and_cuda_without_a_gpu_is_a_clear_error() {
+    let args = [
+        "bench",
+        "decode",
+        "--preset",
+        "tiny",
+        "--context",
+        "4",
+        "--steps",
+        "1",
+        "--device",
+    ];
+    fn with<'a>(args: &[&'a str], device: &'a str) -> Vec<&'a str> {
+        let mut a = args.to_vec();
+        a.push(device);
+        a
+    }
+    fails_with(&with(&args, "gpu"), "expected auto, cpu, cuda or cuda:N");
+    fails_with(&with(&args, "cuda:x"), "cuda:N");
+    if !samba_cuda::cuda_available() {
+        fails_with(&with(&args, "cuda"), "--device cuda:0");
+        // auto falls back to the CPU.
+        let out = samba_lm(&with(&args, "auto"));
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+    let out = samba_lm(&with(&args, "cpu"));
+    assert!(out.status.success(), "{}", stderr(&out));
+}

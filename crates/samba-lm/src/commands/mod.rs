@@ -3,6 +3,7 @@
 pub mod bench;
 pub mod config_args;
 pub mod data;
+pub mod device;
 pub mod eval;
 pub mod generate;
 pub mod info;

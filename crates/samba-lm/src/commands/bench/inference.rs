@@ -16,6 +16,7 @@ use serde::Serialize;
 
 use super::forward::gemm_ceiling;
 use crate::commands::config_args::ConfigArgs;
+use crate::commands::device::{self, Device};
 use crate::commands::score::score_tokens;
 
 #[derive(Args, Debug)]
@@ -25,9 +26,16 @@ pub struct PrefillArgs {
     /// Prompt length in tokens.
     #[arg(long, default_value_t = 1024)]
     pub context: usize,
-    /// Tokens per forward pass.
+    /// Tokens per forward pass (CPU).
     #[arg(long, default_value_t = 512)]
     pub chunk: usize,
+    /// On a GPU: run the paper's protocol instead of one length: 128K tokens per measurement,
+    /// lengths 1K to 128K, batch = 128K / length, then the same on a Llama/GQA twin.
+    #[arg(long)]
+    pub protocol: bool,
+    /// auto, cpu, cuda or cuda:N.
+    #[arg(long, default_value = "auto")]
+    pub device: String,
     #[arg(long)]
     pub json: bool,
 }
@@ -45,6 +53,12 @@ pub struct DecodeArgs {
     /// Decoding steps timed.
     #[arg(long, default_value_t = 32)]
     pub steps: usize,
+    /// Also measure the Llama/GQA twin of the same size (GPU).
+    #[arg(long)]
+    pub llama: bool,
+    /// auto, cpu, cuda or cuda:N.
+    #[arg(long, default_value = "auto")]
+    pub device: String,
     #[arg(long)]
     pub json: bool,
 }
@@ -100,7 +114,46 @@ struct PrefillReport {
     fraction_of_floor: f64,
 }
 
+/// Prints a GPU benchmark report as a line or as JSON.
+fn show<T: Serialize>(json: bool, report: &T, line: String) -> Result<()> {
+    if json {
+        println!("{}", serde_json::to_string(report)?);
+    } else {
+        println!("{line}");
+    }
+    Ok(())
+}
+
+fn prefill_cuda(args: &PrefillArgs, dev: std::sync::Arc<samba_cuda::CudaDevice>) -> Result<()> {
+    let config = args.config.to_config()?;
+    const TOTAL: usize = 128 * 1024;
+    let lengths: Vec<usize> = if args.protocol {
+        (10..=17).map(|p| 1usize << p).collect()
+    } else {
+        vec![args.context]
+    };
+    let mut configs = vec![config.clone()];
+    if args.protocol {
+        configs.push(samba_cuda::bench::llama_gqa_config(&config));
+    }
+    for config in configs {
+        let model = samba_cuda::bench::random_model::<half::bf16>(dev.clone(), config)?;
+        if args.protocol {
+            samba_cuda::bench::prefill_protocol(&model, &lengths, f64::INFINITY, |r| {
+                let _ = show(args.json, r, r.line());
+            })?;
+        } else {
+            let r = samba_cuda::bench::prefill(&model, args.context, args.context.max(TOTAL))?;
+            show(args.json, &r, r.line())?;
+        }
+    }
+    Ok(())
+}
+
 pub fn prefill(args: PrefillArgs) -> Result<()> {
+    if let Device::Cuda(dev) = device::open(&args.device)? {
+        return prefill_cuda(&args, dev);
+    }
     let model = random_model(&args.config)?;
     let input = tokens(args.context, model.config.vocab);
     let mut state = DecodeState::new(&model, 1, args.context);
@@ -190,6 +243,19 @@ pub fn decode(args: DecodeArgs) -> Result<()> {
         args.batch >= 1 && args.steps >= 1 && args.context >= 1,
         "--batch, --steps and --context must be at least 1"
     );
+    if let Device::Cuda(dev) = device::open(&args.device)? {
+        let config = args.config.to_config()?;
+        let mut configs = vec![config.clone()];
+        if args.llama {
+            configs.push(samba_cuda::bench::llama_gqa_config(&config));
+        }
+        for config in configs {
+            let model = samba_cuda::bench::random_model::<half::bf16>(dev.clone(), config)?;
+            let r = samba_cuda::bench::decode(&model, args.context, args.batch, args.steps)?;
+            show(args.json, &r, r.line())?;
+        }
+        return Ok(());
+    }
     let model = random_model(&args.config)?;
     let vocab = model.config.vocab;
     eprintln!("prefilling {} tokens of context...", args.context);
