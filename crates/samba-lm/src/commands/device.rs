@@ -26,6 +26,10 @@ pub fn open(spec: &str) -> Result<Device> {
                 .parse()
                 .with_context(|| format!("--device '{spec}': N in cuda:N must be a GPU number"))?;
             let dev = CudaDevice::open(ordinal).with_context(|| format!("--device {spec}"))?;
+            // Compile (or read from the disk cache) every kernel now, so that no NVRTC time
+            // lands inside a measurement or a first request.
+            dev.load_all_kernels()
+                .context("compiling the CUDA kernels")?;
             Ok(Device::Cuda(Arc::new(dev)))
         }
     }
