@@ -33,3 +33,34 @@ pub enum CpuError {
     #[error("the decode state holds {state} sequences but the batch has {batch}")]
     BatchMismatch { state: usize, batch: usize },
 }
+
+/// Checks `tokens` against a [batch, seq] shape and a vocabulary of `vocab` ids: the input check
+/// every backend runs before any work.
+pub fn check_tokens(
+    what: &'static str,
+    tokens: &[u32],
+    batch: usize,
+    seq: usize,
+    vocab: usize,
+) -> Result<(), CpuError> {
+    if tokens.is_empty() {
+        return Err(CpuError::EmptyInput);
+    }
+    if tokens.len() != batch * seq {
+        return Err(CpuError::WrongLength {
+            what,
+            expected: batch * seq,
+            found: tokens.len(),
+            batch,
+            seq,
+        });
+    }
+    match tokens.iter().position(|&t| t as usize >= vocab) {
+        Some(position) => Err(CpuError::TokenOutOfVocab {
+            position,
+            token: tokens[position],
+            vocab,
+        }),
+        None => Ok(()),
+    }
+}

@@ -56,34 +56,9 @@ pub enum CudaError {
     #[error("{op}: {reason}")]
     Unsupported { op: &'static str, reason: String },
 
-    #[error("the input is empty: at least one token is needed")]
-    EmptyInput,
-
-    #[error("token id {token} at position {position} is outside the vocabulary (the model has {vocab} tokens: ids 0..{vocab})")]
-    TokenOutOfVocab {
-        position: usize,
-        token: u32,
-        vocab: usize,
-    },
-
-    #[error("{what}: expected {expected} tokens (batch {batch} x seq {seq}), got {found}")]
-    WrongLength {
-        what: &'static str,
-        expected: usize,
-        found: usize,
-        batch: usize,
-        seq: usize,
-    },
-
-    #[error("the context is full: a sequence at position {position} cannot take {tokens} more tokens (full attention keeps at most {max_context} positions; raise the cap with --max-context or use a layout with sliding-window attention)")]
-    ContextFull {
-        position: usize,
-        tokens: usize,
-        max_context: usize,
-    },
-
-    #[error("the decode state holds {state} sequences but the batch has {batch}")]
-    BatchMismatch { state: usize, batch: usize },
+    /// Bad input (token ids, lengths, batch, context cap): the same errors as the CPU backend.
+    #[error(transparent)]
+    Input(#[from] samba_cpu::CpuError),
 
     #[error("the parameter buffer holds {found} values but the model's layout needs {expected}")]
     ParamCount { expected: usize, found: usize },

@@ -344,14 +344,17 @@ fn bad_inputs_are_typed_errors() {
         .expect("activations");
     let err = model.forward(&mut acts, &[1, 2, 3]).unwrap_err();
     assert!(
-        matches!(err, samba_cuda::CudaError::WrongLength { .. }),
+        matches!(
+            err,
+            samba_cuda::CudaError::Input(samba_cpu::CpuError::WrongLength { .. })
+        ),
         "{err}"
     );
     let err = model.forward(&mut acts, &[1, 2, 3, 64]).unwrap_err();
     assert!(
         matches!(
             err,
-            samba_cuda::CudaError::TokenOutOfVocab { position: 3, .. }
+            samba_cuda::CudaError::Input(samba_cpu::CpuError::TokenOutOfVocab { position: 3, .. })
         ),
         "{err}"
     );
@@ -361,7 +364,10 @@ fn bad_inputs_are_typed_errors() {
         .forward_with_state(&mut acts, &[1, 2, 3, 4], &mut state)
         .unwrap_err();
     assert!(
-        matches!(err, samba_cuda::CudaError::BatchMismatch { .. }),
+        matches!(
+            err,
+            samba_cuda::CudaError::Input(samba_cpu::CpuError::BatchMismatch { .. })
+        ),
         "{err}"
     );
 }

@@ -206,27 +206,7 @@ impl CpuModel {
         tokens: &[u32],
         shape: BatchShape,
     ) -> Result<(), CpuError> {
-        if tokens.is_empty() {
-            return Err(CpuError::EmptyInput);
-        }
-        if tokens.len() != shape.rows() {
-            return Err(CpuError::WrongLength {
-                what,
-                expected: shape.rows(),
-                found: tokens.len(),
-                batch: shape.batch,
-                seq: shape.seq,
-            });
-        }
-        let vocab = self.config.vocab;
-        match tokens.iter().position(|&t| t as usize >= vocab) {
-            Some(position) => Err(CpuError::TokenOutOfVocab {
-                position,
-                token: tokens[position],
-                vocab,
-            }),
-            None => Ok(()),
-        }
+        crate::error::check_tokens(what, tokens, shape.batch, shape.seq, self.config.vocab)
     }
 
     /// Runs the model over `tokens` [batch, seq]; the logits land in `acts.logits`.

@@ -120,28 +120,15 @@ impl<T: Elem> CudaModel<T> {
 
     /// Checks a token list of `rows` entries against the vocabulary.
     fn check_tokens(&self, tokens: &[u32], acts: &CudaActivations<T>) -> Result<()> {
-        if tokens.is_empty() {
-            return Err(CudaError::EmptyInput);
-        }
         let shape = acts.shape;
-        if tokens.len() != shape.rows() {
-            return Err(CudaError::WrongLength {
-                what: "tokens",
-                expected: shape.rows(),
-                found: tokens.len(),
-                batch: shape.batch,
-                seq: shape.seq,
-            });
-        }
-        let vocab = self.config.vocab;
-        match tokens.iter().position(|&t| t as usize >= vocab) {
-            Some(position) => Err(CudaError::TokenOutOfVocab {
-                position,
-                token: tokens[position],
-                vocab,
-            }),
-            None => Ok(()),
-        }
+        samba_cpu::error::check_tokens(
+            "tokens",
+            tokens,
+            shape.batch,
+            shape.seq,
+            self.config.vocab,
+        )?;
+        Ok(())
     }
 
     /// Checks the tokens and copies them to the activations' token buffer.
@@ -184,10 +171,11 @@ impl<T: Elem> CudaModel<T> {
         state: &mut CudaDecodeState<T>,
     ) -> Result<()> {
         if state.batch() != acts.shape.batch {
-            return Err(CudaError::BatchMismatch {
+            return Err(samba_cpu::CpuError::BatchMismatch {
                 state: state.batch(),
                 batch: acts.shape.batch,
-            });
+            }
+            .into());
         }
         state.check_room(acts.shape.seq)?;
         state.ensure_rope(&self.dev, &self.config, acts.shape.seq)

@@ -19,7 +19,7 @@ use samba_model::layout::MixerParams;
 use samba_model::Config;
 
 use super::CudaModel;
-use crate::error::{CudaError, Result};
+use crate::error::Result;
 use crate::ops::attention::decode_splits;
 use crate::ops::rope::DeviceRopeTable;
 use crate::{Buffer, CudaDevice, Elem};
@@ -218,11 +218,12 @@ impl<T: Elem> CudaDecodeState<T> {
             i32::MAX as usize
         };
         match self.positions.iter().find(|&&p| p + tokens > limit) {
-            Some(&position) => Err(CudaError::ContextFull {
+            Some(&position) => Err(samba_cpu::CpuError::ContextFull {
                 position,
                 tokens,
                 max_context: limit,
-            }),
+            }
+            .into()),
             None => Ok(()),
         }
     }
@@ -302,10 +303,11 @@ impl<T: Elem> CudaDecodeState<T> {
     /// prefilled context). Copies on the device.
     pub fn repeat(&self, model: &CudaModel<T>, times: usize) -> Result<CudaDecodeState<T>> {
         if self.batch() != 1 {
-            return Err(CudaError::BatchMismatch {
+            return Err(samba_cpu::CpuError::BatchMismatch {
                 state: self.batch(),
                 batch: 1,
-            });
+            }
+            .into());
         }
         let dev = &**model.device();
         let mut out = CudaDecodeState::new(model, times, self.max_context)?;
