@@ -218,6 +218,10 @@ pub fn run(args: GenerateArgs) -> Result<()> {
     let start = Instant::now();
     let mut state = DecodeState::stack(states);
     let mut active: Vec<usize> = (0..sequences.len()).collect();
+    let mut acts = model.activations(BatchShape {
+        batch: active.len(),
+        seq: 1,
+    });
     let vocab = model.config.vocab;
     let mut stdout = std::io::stdout().lock();
     while !active.is_empty() {
@@ -265,10 +269,13 @@ pub fn run(args: GenerateArgs) -> Result<()> {
         if active.is_empty() {
             break;
         }
-        let mut acts = model.activations(BatchShape {
-            batch: active.len(),
-            seq: 1,
-        });
+        // Re-planned only when a sequence finishes and the batch shrinks.
+        if acts.shape.batch != active.len() {
+            acts = model.activations(BatchShape {
+                batch: active.len(),
+                seq: 1,
+            });
+        }
         model.forward_with_state(&mut acts, &step_tokens, &mut state)?;
         next_logits = acts.logits.chunks(vocab).map(<[f32]>::to_vec).collect();
     }
