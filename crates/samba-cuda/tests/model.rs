@@ -371,3 +371,142 @@ fn bad_inputs_are_typed_errors() {
         "{err}"
     );
 }
+
+/// `CudaDecodeState::{try_clone, stack, select}` against the CPU's `DecodeState::{clone,
+/// stack, select}` on the same weights: three sequences of different lengths (so different
+/// positions and ring offsets, past the window), one of them a clone, stacked; a batched step;
+/// a select that drops, reorders and repeats rows; another step. States (in the CPU's flatten
+/// order) and logits are compared after every operation, and the clone's source is checked
+/// untouched.
+fn state_ops_case<T: Elem>(dev: &Arc<CudaDevice>, name: &str, config: &Config, p: &[f32]) {
+    let vocab = config.vocab;
+    let max_context = 64;
+    let model = CudaModel::<T>::new(dev.clone(), config.clone(), p).expect("upload");
+    let cpu = CpuModel::new(config.clone(), rounded::<T>(p));
+    let lengths = [5, 11, 19];
+    let mut gpu_states = Vec::new();
+    let mut cpu_states = Vec::new();
+    for (i, &len) in lengths.iter().enumerate() {
+        let tokens = random_tokens(len, vocab, 100 + i as u64);
+        let shape = BatchShape { batch: 1, seq: len };
+        let mut state = CudaDecodeState::new(&model, 1, max_context).expect("state");
+        let mut acts = model
+            .activations(shape, LogitRows::Last)
+            .expect("activations");
+        model
+            .forward_with_state(&mut acts, &tokens, &mut state)
+            .expect("gpu prefill");
+        gpu_states.push(state);
+        let mut state = DecodeState::new(&cpu, 1, max_context);
+        let mut acts = cpu.activations(shape);
+        cpu.forward_with_state(&mut acts, &tokens, &mut state)
+            .expect("cpu prefill");
+        cpu_states.push(state);
+    }
+    let label = |what: &str| format!("{name} {what}");
+    let flat = |s: &CudaDecodeState<T>| s.flatten(dev, config).expect("flatten");
+
+    // The middle sequence goes in as a clone; its source must not move.
+    let source_before = flat(&gpu_states[1]);
+    let clone = gpu_states[1].try_clone(&model).expect("clone");
+    assert_eq!(clone.positions(), gpu_states[1].positions());
+    expect(
+        &label("try_clone state"),
+        T::SUFFIX,
+        "b1",
+        &flat(&clone),
+        &source_before,
+        0.0,
+    );
+    let stack_in = [
+        gpu_states[0].try_clone(&model).expect("clone"),
+        clone,
+        gpu_states[2].try_clone(&model).expect("clone"),
+    ];
+    let mut gpu = CudaDecodeState::stack(&model, &stack_in).expect("stack");
+    let mut host = DecodeState::stack(cpu_states.clone());
+    assert_eq!(
+        gpu.positions(),
+        host.positions(),
+        "{name}: stacked positions"
+    );
+    against_cpu::<T>(&label("stack state"), "b3", &flat(&gpu), &host.flatten());
+
+    let step = |gpu: &mut CudaDecodeState<T>, host: &mut DecodeState, seed: u64, what: &str| {
+        let batch = gpu.batch();
+        let tokens = random_tokens(batch, vocab, seed);
+        let shape = BatchShape { batch, seq: 1 };
+        let mut acts = model
+            .activations(shape, LogitRows::Last)
+            .expect("activations");
+        dev.fill(&mut acts.logits, f32::NAN).expect("poison");
+        model
+            .decode_step(&mut acts, &tokens, gpu)
+            .expect("gpu step");
+        let mut cpu_acts = cpu.activations(shape);
+        cpu.forward_with_state(&mut cpu_acts, &tokens, host)
+            .expect("cpu step");
+        let b = format!("b{batch}");
+        against_cpu::<T>(
+            &label(&format!("{what} logits")),
+            &b,
+            &acts.logits_f32(dev).expect("logits"),
+            &cpu_acts.logits,
+        );
+        against_cpu::<T>(
+            &label(&format!("{what} state")),
+            &b,
+            &flat(gpu),
+            &host.flatten(),
+        );
+    };
+    step(&mut gpu, &mut host, 7, "step after stack");
+    expect(
+        &label("clone source untouched"),
+        T::SUFFIX,
+        "b1",
+        &flat(&gpu_states[1]),
+        &source_before,
+        0.0,
+    );
+
+    // Drop row 1, reorder, and repeat row 0 (a repeat is a run of its own).
+    let keep = [2, 0, 0];
+    gpu.select(&model, &keep).expect("select");
+    host.select(&keep);
+    assert_eq!(
+        gpu.positions(),
+        host.positions(),
+        "{name}: selected positions"
+    );
+    against_cpu::<T>(&label("select state"), "b3", &flat(&gpu), &host.flatten());
+    step(&mut gpu, &mut host, 8, "step after select");
+    assert!(
+        gpu.select(&model, &[3]).is_err(),
+        "{name}: a row outside the batch is an error"
+    );
+    gpu.select(&model, &[]).expect("select none");
+    assert_eq!(gpu.batch(), 0);
+}
+
+#[test]
+fn state_clone_stack_and_select_match_cpu() {
+    let Some(dev) = device() else { return };
+    let s = seed("state clone/stack/select");
+    for (i, layout) in Layout::ALL.into_iter().enumerate() {
+        let config = preset_with_layout("tiny", layout).expect("preset");
+        let p = params(&config, s + i as u64);
+        let name = format!("tiny {layout}");
+        state_ops_case::<f32>(dev, &name, &config, &p);
+        state_ops_case::<bf16>(dev, &name, &config, &p);
+    }
+    // Full attention of different caps cannot be stacked.
+    let config = preset_with_layout("tiny", Layout::Llama).expect("preset");
+    let model =
+        CudaModel::<f32>::new(dev.clone(), config.clone(), &params(&config, s)).expect("upload");
+    let a = CudaDecodeState::new(&model, 1, 16).expect("state");
+    let b = CudaDecodeState::new(&model, 1, 32).expect("state");
+    assert!(CudaDecodeState::stack(&model, &[a, b]).is_err());
+    assert!(CudaDecodeState::<f32>::stack(&model, &[]).is_err());
+    all_passed();
+}

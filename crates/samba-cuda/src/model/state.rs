@@ -19,7 +19,7 @@ use samba_model::layout::MixerParams;
 use samba_model::Config;
 
 use super::CudaModel;
-use crate::error::Result;
+use crate::error::{CudaError, Result};
 use crate::ops::attention::decode_splits;
 use crate::ops::rope::DeviceRopeTable;
 use crate::{Buffer, CudaDevice, Elem};
@@ -351,6 +351,100 @@ impl<T: Elem> CudaDecodeState<T> {
         Ok(out)
     }
 
+    /// A copy of this state on the device (the same sequences at the same positions), with its
+    /// own buffers and a new identity: a decoding graph captured with one never replays on the
+    /// other.
+    pub fn try_clone(&self, model: &CudaModel<T>) -> Result<CudaDecodeState<T>> {
+        let mut out = CudaDecodeState::new(model, self.batch(), self.max_context)?;
+        let all = Run {
+            src: 0,
+            dst: 0,
+            len: self.batch(),
+        };
+        copy_sequences(model, self, &mut out, &[all], "CudaDecodeState::try_clone")?;
+        out.set_positions(model.device(), self.positions.clone())?;
+        Ok(out)
+    }
+
+    /// Keeps only the sequences at `rows` (in that order, repeats allowed), as the CPU's
+    /// `DecodeState::select`: drops finished sequences from a batch. The kept sequences are
+    /// copied into buffers of the new batch size (so the state gets a new identity, and the
+    /// next decoding step a new graph); runs of consecutive rows move in one copy.
+    pub fn select(&mut self, model: &CudaModel<T>, rows: &[usize]) -> Result<()> {
+        let batch = self.batch();
+        if let Some(&bad) = rows.iter().find(|&&r| r >= batch) {
+            return Err(CudaError::Unsupported {
+                op: "CudaDecodeState::select",
+                reason: format!("row {bad} is outside the batch of {batch} sequences"),
+            });
+        }
+        let mut runs: Vec<Run> = Vec::new();
+        for (dst, &src) in rows.iter().enumerate() {
+            match runs.last_mut() {
+                Some(r) if r.src + r.len == src => r.len += 1,
+                _ => runs.push(Run { src, dst, len: 1 }),
+            }
+        }
+        let mut out = CudaDecodeState::new(model, rows.len(), self.max_context)?;
+        copy_sequences(model, self, &mut out, &runs, "CudaDecodeState::select")?;
+        out.set_positions(
+            model.device(),
+            rows.iter().map(|&r| self.positions[r]).collect(),
+        )?;
+        *self = out;
+        Ok(())
+    }
+
+    /// The sequences of several states side by side, in order, as the CPU's
+    /// `DecodeState::stack` (batched decoding of sequences prefilled one by one). The states
+    /// must be of `model`, with the same `max_context` where the model has full attention.
+    pub fn stack(
+        model: &CudaModel<T>,
+        states: &[CudaDecodeState<T>],
+    ) -> Result<CudaDecodeState<T>> {
+        const OP: &str = "CudaDecodeState::stack";
+        let Some(first) = states.first() else {
+            return Err(CudaError::Unsupported {
+                op: OP,
+                reason: "no states to stack".into(),
+            });
+        };
+        let batch = states.iter().map(CudaDecodeState::batch).sum();
+        let mut out = CudaDecodeState::new(model, batch, first.max_context)?;
+        let mut dst = 0;
+        for s in states {
+            let run = Run {
+                src: 0,
+                dst,
+                len: s.batch(),
+            };
+            copy_sequences(model, s, &mut out, &[run], OP)?;
+            dst += s.batch();
+        }
+        let positions = states.iter().flat_map(|s| s.positions.clone()).collect();
+        out.set_positions(model.device(), positions)?;
+        Ok(out)
+    }
+
+    /// Sets every sequence's position, on the host and on the device.
+    fn set_positions(&mut self, dev: &CudaDevice, positions: Vec<usize>) -> Result<()> {
+        let pos: Vec<i32> = positions
+            .iter()
+            .map(|&p| i32::try_from(p))
+            .collect::<std::result::Result<_, _>>()
+            .map_err(|_| CudaError::Unsupported {
+                op: "CudaDecodeState",
+                reason: "a position does not fit the kernels' 32-bit index".into(),
+            })?;
+        if !pos.is_empty() {
+            dev.stream()
+                .memcpy_htod(&pos, &mut self.pos)
+                .map_err(crate::error::driver("copying positions"))?;
+        }
+        self.positions = positions;
+        Ok(())
+    }
+
     /// Every number of the state in the CPU's `DecodeState::flatten` order (per sublayer: conv
     /// then SSM states; per sequence its cached keys, then values, oldest first), as f32;
     /// waits for the GPU. For comparing states.
@@ -399,4 +493,91 @@ fn ring<T: Elem>(
         cap,
         full,
     })
+}
+
+/// `len` sequences from slot `src` of one state to slot `dst` of another.
+#[derive(Debug, Clone, Copy)]
+struct Run {
+    src: usize,
+    dst: usize,
+    len: usize,
+}
+
+/// Copies the runs of sequences of every layer's buffers from `src` to `dst` (device to device;
+/// the positions are the caller's). Both states must be of `model`: the same sublayers, and
+/// rings of the same capacity.
+fn copy_sequences<T: Elem>(
+    model: &CudaModel<T>,
+    src: &CudaDecodeState<T>,
+    dst: &mut CudaDecodeState<T>,
+    runs: &[Run],
+    op: &'static str,
+) -> Result<()> {
+    let c = &model.config;
+    let dev = &**model.device();
+    let e = c.d_inner();
+    let kv_dim = c.kv_heads * c.head_dim;
+    let mismatch = |reason: String| CudaError::Unsupported { op, reason };
+    if src.layers.len() != dst.layers.len() {
+        return Err(mismatch(format!(
+            "a state of {} sublayers and one of {}: states of different models",
+            src.layers.len(),
+            dst.layers.len()
+        )));
+    }
+    for (k, (from, to)) in src.layers.iter().zip(dst.layers.iter_mut()).enumerate() {
+        match (from, to) {
+            (LayerState::Stateless, LayerState::Stateless) => {}
+            (LayerState::Mamba { conv, ssm }, LayerState::Mamba { conv: c2, ssm: s2 }) => {
+                // conv [batch, d_conv - 1, E], ssm [batch, E, N]: one range per sequence.
+                copy_runs(dev, conv, c2, (c.d_conv - 1) * e, runs)?;
+                copy_runs(dev, ssm, s2, e * c.d_state, runs)?;
+            }
+            (
+                LayerState::Attention {
+                    k: k1, v: v1, cap, ..
+                },
+                LayerState::Attention {
+                    k: k2,
+                    v: v2,
+                    cap: cap2,
+                    ..
+                },
+            ) => {
+                if cap != cap2 {
+                    return Err(mismatch(format!(
+                        "sublayer {k} holds {cap} positions in one state and {cap2} in the other (states made with different max_context)"
+                    )));
+                }
+                // Rings [batch, cap, kv_dim]: a sequence's slots are one range, and keep their
+                // order (position p at slot p % cap) since the positions move with them.
+                copy_runs(dev, k1, k2, cap * kv_dim, runs)?;
+                copy_runs(dev, v1, v2, cap * kv_dim, runs)?;
+            }
+            _ => {
+                return Err(mismatch(format!(
+                    "sublayer {k} differs between the states: states of different models"
+                )))
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Copies `per` elements per sequence for every run, one device-to-device copy per run.
+fn copy_runs<E: cudarc::driver::DeviceRepr>(
+    dev: &CudaDevice,
+    src: &Buffer<E>,
+    dst: &mut Buffer<E>,
+    per: usize,
+    runs: &[Run],
+) -> Result<()> {
+    for r in runs.iter().filter(|r| r.len > 0 && per > 0) {
+        let from = src.slice(r.src * per..(r.src + r.len) * per);
+        let mut to = dst.slice_mut(r.dst * per..(r.dst + r.len) * per);
+        dev.stream()
+            .memcpy_dtod(&from, &mut to)
+            .map_err(crate::error::driver("copying a decode state"))?;
+    }
+    Ok(())
 }
