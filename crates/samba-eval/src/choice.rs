@@ -21,8 +21,8 @@
 
 use std::path::{Path, PathBuf};
 
-use samba_cpu::CpuModel;
 use samba_data::TextTokenizer;
+use samba_runtime::Engine;
 use serde::Serialize;
 use serde_json::Value;
 
@@ -275,7 +275,7 @@ pub fn tokenize_example(
 
 /// Scores every choice of one example.
 pub fn score_example(
-    model: &CpuModel,
+    model: &Engine,
     tokenizer: &TextTokenizer,
     example: &ChoiceExample,
     chunk: usize,
@@ -324,7 +324,7 @@ pub struct ChoiceReport {
 
 /// Scores every example of every task (at most `limit` per task); `on_example()` after each.
 pub fn evaluate_choice(
-    model: &CpuModel,
+    model: &Engine,
     tokenizer: &TextTokenizer,
     tasks: &[ChoiceTask],
     limit: Option<usize>,

@@ -17,6 +17,10 @@ pub enum EvalError {
     #[error(transparent)]
     Cpu(#[from] samba_cpu::CpuError),
 
+    /// The model on its device: input errors, GPU failures.
+    #[error(transparent)]
+    Runtime(#[from] samba_runtime::RuntimeError),
+
     #[error(transparent)]
     Data(#[from] samba_data::DataError),
 

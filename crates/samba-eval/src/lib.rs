@@ -7,7 +7,8 @@
 //! - [`phonebook`]: look a name up in a phone book of growing size;
 //! - [`choice`]: zero-shot multiple choice by log-likelihood (bigbench task.json and JSONL).
 //!
-//! Every evaluation runs on the CPU backend ([`samba_cpu`]) and returns a serializable report;
+//! Every evaluation runs on the CPU or a GPU through [`samba_runtime::Engine`] (the queries
+//! are in [`scoring`]) and returns a serializable report;
 //! [`report`] adds what makes results comparable later (model, files, options, version, date),
 //! and [`plot`] draws them.
 

@@ -17,8 +17,8 @@
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use samba_cpu::CpuModel;
 use samba_data::TextTokenizer;
+use samba_runtime::Engine;
 use serde::Serialize;
 
 use crate::error::{EvalError, Result};
@@ -248,7 +248,7 @@ pub fn is_correct(output: &str, key: &str) -> bool {
 
 /// Greedy retrieval of `keys` random keys at every (length, depth); `on_trial()` after each.
 pub fn evaluate_passkey(
-    model: &CpuModel,
+    model: &Engine,
     tokenizer: &TextTokenizer,
     options: &PasskeyOptions,
     mut on_trial: impl FnMut(),

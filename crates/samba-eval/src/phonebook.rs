@@ -13,8 +13,8 @@
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use samba_cpu::CpuModel;
 use samba_data::TextTokenizer;
+use samba_runtime::Engine;
 use serde::Serialize;
 
 use crate::error::{EvalError, Result};
@@ -178,7 +178,7 @@ pub struct PhonebookReport {
 
 /// `trials` books of each size, answered greedily; `on_trial()` after each.
 pub fn evaluate_phonebook(
-    model: &CpuModel,
+    model: &Engine,
     tokenizer: &TextTokenizer,
     options: &PhonebookOptions,
     mut on_trial: impl FnMut(),

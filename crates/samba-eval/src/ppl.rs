@@ -11,7 +11,7 @@
 
 use std::path::PathBuf;
 
-use samba_cpu::CpuModel;
+use samba_runtime::Engine;
 use serde::Serialize;
 
 use crate::error::{EvalError, Result};
@@ -107,7 +107,7 @@ fn ppl(sum: f64, n: u64) -> (f64, f64) {
 
 /// Scores every document and aggregates. `on_tokens(n)` reports n more tokens scored.
 pub fn evaluate_ppl(
-    model: &CpuModel,
+    model: &Engine,
     documents: &[Document],
     options: &PplOptions,
     mut on_tokens: impl FnMut(u64),

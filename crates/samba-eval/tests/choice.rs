@@ -9,6 +9,7 @@ use samba_eval::choice::{
     ChoiceTask,
 };
 use samba_eval::{EvalError, EvalModel};
+use samba_runtime::{Device, GpuDtype};
 
 const BIGBENCH: &str = r#"{
   "name": "toy_task",
@@ -193,8 +194,13 @@ fn a_model_smaller_than_the_tokenizer_is_refused_naming_both() {
 
 #[test]
 fn a_missing_model_folder_is_an_error_naming_it() {
-    let err = EvalModel::load(Path::new("/nonexistent/model"), None)
-        .err()
-        .expect("refused");
+    let err = EvalModel::load(
+        Path::new("/nonexistent/model"),
+        None,
+        &Device::Cpu,
+        GpuDtype::Bf16,
+    )
+    .err()
+    .expect("refused");
     assert!(err.to_string().contains("/nonexistent/model"), "{err}");
 }

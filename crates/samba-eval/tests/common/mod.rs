@@ -8,6 +8,7 @@ use samba_eval::scoring::logprob_of;
 use samba_model::init::init_params;
 use samba_model::preset::preset;
 use samba_model::ParamLayout;
+use samba_runtime::Engine;
 
 const CORPUS: &str = "There is an important info hidden inside a lot of irrelevant text. \
 The grass is green. The sky is blue. The sun is yellow. Here we go. There and back again. \
@@ -28,19 +29,22 @@ pub fn tokenizer() -> TextTokenizer {
     .expect("train tokenizer")
 }
 
-/// The tiny preset with `vocab` rows, random enough that positions matter.
-pub fn model(vocab: usize) -> CpuModel {
+/// The tiny preset with `vocab` rows, random enough that positions matter, on the CPU.
+pub fn model(vocab: usize) -> Engine {
     let mut config = preset("tiny").expect("tiny preset");
     config.vocab = vocab;
     let layout = ParamLayout::new(&config);
     let mut params = init_params(&layout, 3);
     let noise = random_vec(params.len(), 4, 0.2);
     params.iter_mut().zip(noise).for_each(|(p, n)| *p += n);
-    CpuModel::new(config, params)
+    Engine::Cpu(CpuModel::new(config, params))
 }
 
 /// log p(tokens[i + 1] | tokens[..=i]) from one full forward (no state, no chunks).
-pub fn direct_logprobs(model: &CpuModel, tokens: &[u32]) -> Vec<f64> {
+pub fn direct_logprobs(engine: &Engine, tokens: &[u32]) -> Vec<f64> {
+    let Engine::Cpu(model) = engine else {
+        panic!("the tests' models are on the CPU");
+    };
     let vocab = model.config.vocab;
     let logits = model
         .logits(
