@@ -63,6 +63,8 @@ pub const CAUSAL_CONV: KernelFile = kernel_file!(
     [
         "causal_conv1d_silu_fwd_f32",
         "causal_conv1d_silu_fwd_bf16",
+        "causal_conv1d_silu_fwd_k4_f32",
+        "causal_conv1d_silu_fwd_k4_bf16",
         "causal_conv1d_state_fwd_f32",
         "causal_conv1d_state_fwd_bf16",
         "causal_conv1d_update_fwd_f32",
@@ -96,6 +98,8 @@ pub const SELECTIVE_SCAN: KernelFile = kernel_file!(
         "selective_scan_lanes_fwd_bf16_n8",
         "selective_scan_lanes_fwd_bf16_n16",
         "selective_scan_lanes_fwd_bf16_n32",
+        "selective_scan_carry_f32",
+        "selective_scan_carry_bf16",
     ]
 );
 pub const ATTENTION: KernelFile =

@@ -85,39 +85,99 @@ fn elementwise<T: Elem>(dev: &CudaDevice) {
     );
 }
 
+/// The scan at the prefill shapes of Samba-1.3B (128K tokens as 4 x 4K, 1 x 128K, 128 x 1K),
+/// with the plan the wrapper picks and, for one long sequence, every plan.
 fn scan<T: Elem>(dev: &CudaDevice) {
+    use gpu::selective_scan::{selective_scan_fwd_planned, ScanPlan, ScanStrides};
     let sz = std::mem::size_of::<T>() as f64;
-    let d = ScanDims {
-        batch: 4,
-        seq: 4096,
-        d_inner: 4608,
-        d_state: 16,
+    for (batch, seq) in [(4, 4096), (1, 131072), (128, 1024)] {
+        let d = ScanDims {
+            batch,
+            seq,
+            d_inner: 4608,
+            d_state: 16,
+        };
+        let lanes = d.batch * d.seq * d.d_inner;
+        let big = dev.zeros::<T>(lanes).expect("alloc");
+        let small = dev.zeros::<T>(d.batch * d.seq * d.d_state).expect("alloc");
+        let a = dev.zeros::<T>(d.d_inner * d.d_state).expect("alloc");
+        let e = dev.zeros::<T>(d.d_inner).expect("alloc");
+        let bufs = ScanBuffers {
+            u: big.as_view(),
+            delta_raw: big.as_view(),
+            delta_bias: e.as_view(),
+            a_log: a.as_view(),
+            b: small.as_view(),
+            c: small.as_view(),
+            d_skip: e.as_view(),
+            z: big.as_view(),
+        };
+        let mut out = dev.zeros::<T>(lanes).expect("alloc");
+        let mut plans = vec![ScanPlan::for_dims(d)];
+        if batch == 1 {
+            plans.push(ScanPlan::Lanes);
+        }
+        for plan in plans {
+            let s = time(dev, || {
+                selective_scan_fwd_planned(
+                    dev,
+                    &mut out,
+                    &bufs,
+                    d,
+                    ScanStrides::contiguous(d),
+                    None,
+                    None,
+                    plan,
+                )
+                .expect("scan")
+            });
+            // u, delta_raw, z read and out written once: the least traffic a scan can have.
+            line(
+                &format!("selective_scan_fwd b{batch} s{seq} {plan:?}"),
+                T::SUFFIX,
+                s,
+                4.0 * lanes as f64 * sz,
+                0.0,
+            );
+        }
+    }
+}
+
+/// Mamba's causal conv at the 128K-token prefill shape of Samba-1.3B, x read in place from
+/// in_proj's output [x_in | z] (stride 2E) as the model does.
+fn conv<T: Elem>(dev: &CudaDevice) {
+    use samba_cpu::ops::causal_conv::ConvDims;
+    let sz = std::mem::size_of::<T>() as f64;
+    let d = ConvDims {
+        batch: 1,
+        seq: 131072,
+        channels: 4608,
+        kernel: 4,
     };
-    let lanes = d.batch * d.seq * d.d_inner;
-    let big = dev.zeros::<T>(lanes).expect("alloc");
-    let small = dev.zeros::<T>(d.batch * d.seq * d.d_state).expect("alloc");
-    let a = dev.zeros::<T>(d.d_inner * d.d_state).expect("alloc");
-    let e = dev.zeros::<T>(d.d_inner).expect("alloc");
-    let bufs = ScanBuffers {
-        u: big.as_view(),
-        delta_raw: big.as_view(),
-        delta_bias: e.as_view(),
-        a_log: a.as_view(),
-        b: small.as_view(),
-        c: small.as_view(),
-        d_skip: e.as_view(),
-        z: big.as_view(),
-    };
-    let mut out = dev.zeros::<T>(lanes).expect("alloc");
+    let n = d.batch * d.seq * d.channels;
+    let xz = dev.zeros::<T>(2 * n).expect("alloc");
+    let w = dev.zeros::<T>(d.channels * d.kernel).expect("alloc");
+    let bias = dev.zeros::<T>(d.channels).expect("alloc");
+    let mut u = dev.zeros::<T>(n).expect("alloc");
     let s = time(dev, || {
-        gpu::selective_scan::selective_scan_fwd(dev, &mut out, &bufs, d, None, None).expect("scan")
+        gpu::causal_conv::causal_conv1d_silu_fwd_strided(
+            dev,
+            &mut u,
+            &xz,
+            2 * d.channels,
+            &w,
+            &bias,
+            d,
+            None,
+            None,
+        )
+        .expect("conv")
     });
-    // u, delta_raw, z read and out written once: the least traffic a scan can have.
     line(
-        "selective_scan_fwd b4 s4096",
+        "causal_conv1d_silu b1 s131072",
         T::SUFFIX,
         s,
-        4.0 * lanes as f64 * sz,
+        2.0 * n as f64 * sz,
         0.0,
     );
 }
@@ -226,6 +286,7 @@ fn bench_kernels_at_samba_1_3b_shapes() {
     elementwise::<bf16>(&dev);
     scan::<f32>(&dev);
     scan::<bf16>(&dev);
+    conv::<bf16>(&dev);
     attention::<f32>(&dev);
     attention::<bf16>(&dev);
     linear::<f32>(&dev);

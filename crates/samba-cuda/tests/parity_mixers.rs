@@ -85,6 +85,10 @@ fn causal_conv1d_silu_fwd_matches_cpu() {
     conv_case::<f32>(dev, d(3, 20, 96, 4), true, s + 10);
     conv_case::<f32>(dev, d(2, 2, 33, 4), true, s + 20); // seq < kernel - 1: state from state_in
     conv_case::<bf16>(dev, d(2, 64, 3072, 4), true, s + 30);
+    // Several tiles of 64 steps per sequence, the last one partial; kernel widths 2 and 3.
+    conv_case::<f32>(dev, d(2, 300, 130, 4), true, s + 40);
+    conv_case::<f32>(dev, d(1, 129, 64, 3), false, s + 50);
+    conv_case::<bf16>(dev, d(3, 200, 257, 2), true, s + 60);
 }
 
 /// The in-place conv of short chunks (decoding) against the CPU with state_in -> state_out,
@@ -368,6 +372,108 @@ fn selective_scan_fwd_matches_cpu() {
     scan_case::<bf16>(dev, d(128, 5, 4608, 16), false, s + 40);
     scan_case::<f32>(dev, d(64, 21, 4608, 16), true, s + 50);
     scan_case::<bf16>(dev, d(40, 37, 4608, 16), true, s + 60);
+}
+
+/// Every way of spreading the scan over the GPU (`ScanPlan`) on the same inputs, with a state
+/// in and out, against one CPU pass: one pass of the lanes or chunked kernel, and time splits
+/// of several lengths (one staging chunk, a length that does not divide the sequence, one
+/// longer than the sequence, the automatic one).
+fn scan_plans_case<T: Elem>(dev: &CudaDevice, d: ScanDims, s: u64) {
+    use gpu::selective_scan::{selective_scan_fwd_planned, ScanPlan, ScanStrides};
+    let h = ScanHost::random::<T>(d, s);
+    let st_in = random_vec(d.state_len(), s + 8, 1.0);
+    let mut out = vec![0.0; d.batch * d.seq * d.d_inner];
+    let mut st_out = vec![0.0; d.state_len()];
+    cpu::selective_scan::selective_scan_fwd(
+        &mut out,
+        &h.inputs(),
+        d,
+        Some(&st_in[..]),
+        Some(&mut st_out),
+    );
+    let g = [
+        &h.u,
+        &h.delta_raw,
+        &h.delta_bias,
+        &h.a_log,
+        &h.b,
+        &h.c,
+        &h.d_skip,
+        &h.z,
+    ]
+    .map(|v| up::<T>(dev, v));
+    let bufs = ScanBuffers {
+        u: g[0].as_view(),
+        delta_raw: g[1].as_view(),
+        delta_bias: g[2].as_view(),
+        a_log: g[3].as_view(),
+        b: g[4].as_view(),
+        c: g[5].as_view(),
+        d_skip: g[6].as_view(),
+        z: g[7].as_view(),
+    };
+    let g_st_in = dev.upload(&st_in).expect("upload state");
+    let mut plans = vec![ScanPlan::Lanes];
+    let mut tpc = 1;
+    while tpc <= d.d_state {
+        plans.push(ScanPlan::Chunked { tpc });
+        tpc *= 2;
+    }
+    for len in [16, 48, d.seq / 3 + 1, d.seq + 5] {
+        plans.push(ScanPlan::with_split_len(d, len));
+    }
+    plans.extend(ScanPlan::split(d));
+    for plan in plans {
+        let mut g_out = poisoned::<T>(dev, out.len());
+        let mut g_st_out = poisoned::<f32>(dev, d.state_len());
+        selective_scan_fwd_planned(
+            dev,
+            &mut g_out,
+            &bufs,
+            d,
+            ScanStrides::contiguous(d),
+            Some(&g_st_in),
+            Some(&mut g_st_out),
+            plan,
+        )
+        .expect("selective_scan_fwd_planned");
+        let shape = format!(
+            "b{} s{} E{} N{} {plan:?}",
+            d.batch, d.seq, d.d_inner, d.d_state
+        );
+        check(
+            "selective_scan plan",
+            T::SUFFIX,
+            &shape,
+            &down(dev, &g_out),
+            &out,
+            tol::<T>(),
+        );
+        check(
+            "selective_scan plan state_out",
+            "f32",
+            &shape,
+            &down(dev, &g_st_out),
+            &st_out,
+            F32_TOL,
+        );
+    }
+}
+
+#[test]
+fn selective_scan_every_plan_matches_cpu() {
+    let Some(dev) = device() else { return };
+    let s = seed("selective_scan_plans");
+    let d = |batch, seq, d_inner, d_state| ScanDims {
+        batch,
+        seq,
+        d_inner,
+        d_state,
+    };
+    scan_plans_case::<f32>(dev, d(1, 1000, 200, 16), s);
+    scan_plans_case::<f32>(dev, d(3, 333, 96, 8), s + 10);
+    scan_plans_case::<bf16>(dev, d(1, 700, 300, 16), s + 20);
+    scan_plans_case::<bf16>(dev, d(2, 129, 130, 4), s + 30);
 }
 
 fn attention_case<T: Elem>(dev: &CudaDevice, dims: QkvDims, window: Option<usize>, s: u64) {

@@ -42,11 +42,15 @@ pub fn causal_conv1d_silu_fwd_strided<T: Elem>(
     state_out: Option<&mut dyn StateOut<T>>,
 ) -> Result<()> {
     const OP: &str = "causal_conv1d_silu_fwd";
-    if dims.kernel == 0 || dims.channels == 0 || x_stride < dims.channels {
+    if dims.kernel == 0
+        || dims.kernel > MAX_KERNEL
+        || dims.channels == 0
+        || x_stride < dims.channels
+    {
         return Err(CudaError::Unsupported {
             op: OP,
             reason: format!(
-                "kernel ({}) and channels ({}) must be at least 1, x_stride ({x_stride}) at least channels",
+                "kernel ({}) must be 1..={MAX_KERNEL}, channels ({}) at least 1, x_stride ({x_stride}) at least channels",
                 dims.kernel, dims.channels
             ),
         });
@@ -101,7 +105,13 @@ pub fn causal_conv1d_silu_fwd_strided<T: Elem>(
         None => (0u64, None),
     };
     if n > 0 {
-        let f = dev.function(&CAUSAL_CONV, &entry::<T>(OP), 0)?;
+        // Samba's width 4 has its own compiled entry point (taps unrolled).
+        let name = if dims.kernel == 4 {
+            entry::<T>("causal_conv1d_silu_fwd_k4")
+        } else {
+            entry::<T>(OP)
+        };
+        let f = dev.function(&CAUSAL_CONV, &name, 0)?;
         let (u_p, _g0) = u.device_ptr_mut(s);
         let (w_p, _g1) = w.device_ptr(s);
         let (b_p, _g2) = bias.device_ptr(s);
@@ -117,10 +127,20 @@ pub fn causal_conv1d_silu_fwd_strided<T: Elem>(
             .arg(&channels)
             .arg(&kernel)
             .arg(&x_stride_i);
-        // SAFETY: arguments match causal_conv1d_silu_fwd_<T>(T*, const T*, const T*, const T*,
-        // const T*, int, int, int, int, int); every length was checked above against dims and
-        // x_stride; a null state_in is read as zeros by the kernel.
-        unsafe { launch.launch(grid_1d(n)) }.map_err(driver("launching causal_conv1d_silu_fwd"))?;
+        let cfg = LaunchConfig {
+            grid_dim: (
+                dims.channels.div_ceil(CONV_THREADS) as u32,
+                grid_dim(OP, "seq / CONV_TILE", dims.seq.div_ceil(CONV_TILE))?,
+                grid_dim(OP, "batch", dims.batch)?,
+            ),
+            block_dim: (CONV_THREADS as u32, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        // SAFETY: arguments match causal_conv1d_silu_fwd[_k4]_<T>(T*, const T*, const T*,
+        // const T*, const T*, int, int, int, int, int) (the k4 entry only for kernel = 4); every length was checked above against dims and
+        // x_stride, kernel <= CONV_MAX_K; a null state_in is read as zeros by the kernel; the
+        // grid covers every (channel, tile of CONV_TILE steps, sequence) once.
+        unsafe { launch.launch(cfg) }.map_err(driver("launching causal_conv1d_silu_fwd"))?;
     }
     if let Some(out) = state_out {
         let m = dims.state_len();
@@ -147,8 +167,23 @@ pub fn causal_conv1d_silu_fwd_strided<T: Elem>(
     Ok(())
 }
 
-/// Kernel widths the in-place update handles (CONV_MAX_K in the kernel).
-const UPDATE_MAX_KERNEL: usize = 8;
+/// Kernel widths the kernels handle (CONV_MAX_K in kernels/causal_conv.cu).
+const MAX_KERNEL: usize = 8;
+/// Steps one thread of the parallel conv walks (CONV_TILE).
+const CONV_TILE: usize = 64;
+/// Threads per block of the parallel conv (one channel each).
+const CONV_THREADS: usize = 128;
+
+/// A grid dimension of at most 65535 blocks.
+fn grid_dim(op: &'static str, what: &str, n: usize) -> Result<u32> {
+    u32::try_from(n)
+        .ok()
+        .filter(|&v| v <= 65535)
+        .ok_or_else(|| CudaError::Unsupported {
+            op,
+            reason: format!("{what} = {n} is more than one grid dimension holds"),
+        })
+}
 
 /// The conv over a short chunk (a decoding step) with the conv state updated in place:
 /// u [batch, seq, channels] from x [batch, seq, x_stride] (first `channels` columns), `state`
@@ -168,14 +203,14 @@ pub fn causal_conv1d_update_fwd<T: Elem>(
 ) -> Result<()> {
     const OP: &str = "causal_conv1d_update_fwd";
     if dims.kernel == 0
-        || dims.kernel > UPDATE_MAX_KERNEL
+        || dims.kernel > MAX_KERNEL
         || dims.channels == 0
         || x_stride < dims.channels
     {
         return Err(CudaError::Unsupported {
             op: OP,
             reason: format!(
-                "kernel = {} (1..={UPDATE_MAX_KERNEL}), channels = {} (>= 1), x_stride = {x_stride} (>= channels)",
+                "kernel = {} (1..={MAX_KERNEL}), channels = {} (>= 1), x_stride = {x_stride} (>= channels)",
                 dims.kernel, dims.channels
             ),
         });

@@ -87,7 +87,16 @@ pub fn selective_scan_fwd<T: Elem>(
         }
         None => (0u64, None),
     };
-    launch::<T>(dev, o_p, so_p, si_p, inp, dims, strides)
+    launch::<T>(
+        dev,
+        ScanPlan::for_dims(dims),
+        o_p,
+        so_p,
+        si_p,
+        inp,
+        dims,
+        strides,
+    )
 }
 
 /// The scan of one chunk of an inference run: inputs read with `strides`, and the SSM state
@@ -121,7 +130,16 @@ pub fn selective_scan_fwd_with_state<T: Elem>(
         }
         None => (0u64, None),
     };
-    launch::<T>(dev, o_p, st_p, st_p, inp, dims, strides)
+    launch::<T>(
+        dev,
+        ScanPlan::for_dims(dims),
+        o_p,
+        st_p,
+        st_p,
+        inp,
+        dims,
+        strides,
+    )
 }
 
 /// Rows of `width` values `stride` apart: the last row must end inside the buffer.
@@ -182,28 +200,152 @@ fn check<T>(
     Ok(())
 }
 
-/// Threads per block of both kernels (SCAN_THREADS).
+/// Threads per block of the scan kernels (SCAN_THREADS).
 const SCAN_THREADS: usize = 128;
-/// Above this many threads per channel the lanes kernel runs instead of the chunked one (which
-/// then has too few channels per block to hide its chunk-by-chunk latency; measured on the H200:
-/// at batch 4 x 4096 tokens of Samba-1.3B the chunked kernel with 16 threads per channel took
-/// 8.8 ms, the lanes kernel 5.1 ms; at batch 128 x 1024 the chunked one is several times faster).
+/// Steps a block stages at a time (SCAN_STEPS): a time split is a whole number of them.
+const SCAN_STEPS: usize = 16;
+/// Threads per block of the carry kernel.
+const CARRY_THREADS: usize = 256;
+/// Above this many threads per channel the batch alone does not fill the GPU for one pass of
+/// the chunked kernel (which then has too few channels per block to hide its chunk-by-chunk
+/// latency; measured on the H200: at batch 4 x 4096 tokens of Samba-1.3B the chunked kernel
+/// with 16 threads per channel took 8.8 ms, the lanes kernel 5.1 ms; at batch 128 x 1024 the
+/// chunked one is several times faster): long sequences are then cut into time splits.
 const CHUNKED_MAX_TPC: usize = 4;
+/// Threads that keep the H200 busy: about two waves of 132 multiprocessors x 2048 threads.
+const TARGET_THREADS: usize = 2 * 132 * 2048;
+/// The shortest time split worth its second pass.
+const SPLIT_MIN_LEN: usize = 64;
+
+/// How one scan is spread over the GPU (see kernels/selective_scan.cu).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScanPlan {
+    /// One pass of the chunked kernel, `tpc` threads per channel: the batch fills the GPU.
+    Chunked { tpc: usize },
+    /// One pass of the lanes kernel (d_state threads per channel): few short sequences
+    /// (decoding).
+    Lanes,
+    /// Few long sequences: each cut into `n_split` pieces of `split_len` steps, scanned in
+    /// parallel from zero, their states carried across in order, then scanned again from the
+    /// carried states (two passes of the chunked kernel with one thread per channel, and the
+    /// carry kernel between them).
+    Split { n_split: usize, split_len: usize },
+}
+
+impl ScanPlan {
+    /// The plan for `dims`: one pass when the batch fills the GPU, time splits when the
+    /// sequences are long enough to cut, else the lanes kernel. `SAMBA_SCAN=chunked|lanes|split`
+    /// forces one kind (for comparisons), where it applies.
+    pub fn for_dims(dims: ScanDims) -> ScanPlan {
+        let tpc = threads_per_channel(dims);
+        let forced = std::env::var("SAMBA_SCAN").unwrap_or_default();
+        let split = ScanPlan::split(dims);
+        match forced.as_str() {
+            "lanes" => return ScanPlan::Lanes,
+            "chunked" => return ScanPlan::Chunked { tpc },
+            "split" if split.is_some() => return split.unwrap_or(ScanPlan::Lanes),
+            _ => {}
+        }
+        if tpc <= CHUNKED_MAX_TPC {
+            ScanPlan::Chunked { tpc }
+        } else {
+            split.unwrap_or(ScanPlan::Lanes)
+        }
+    }
+
+    /// Time splits giving about [`TARGET_THREADS`] threads at one thread per channel, none
+    /// shorter than [`SPLIT_MIN_LEN`] steps; `None` when the sequences are too short to cut.
+    pub fn split(dims: ScanDims) -> Option<ScanPlan> {
+        let channels = (dims.batch * dims.d_inner).max(1);
+        let pieces = TARGET_THREADS
+            .div_ceil(channels)
+            .min(dims.seq / SPLIT_MIN_LEN)
+            .min(65535);
+        if pieces < 2 {
+            return None;
+        }
+        Some(ScanPlan::with_split_len(dims, dims.seq.div_ceil(pieces)))
+    }
+
+    /// Time splits of `len` steps (rounded up to whole staging chunks).
+    pub fn with_split_len(dims: ScanDims, len: usize) -> ScanPlan {
+        let split_len = len.max(1).next_multiple_of(SCAN_STEPS);
+        ScanPlan::Split {
+            n_split: dims.seq.div_ceil(split_len).max(1),
+            split_len,
+        }
+    }
+}
 
 /// Threads sharing one channel's d_state states: the fewest that still give about two waves of
 /// threads on the GPU (132 multiprocessors x 2048 threads on the H200), a power of two <= d_state.
 fn threads_per_channel(dims: ScanDims) -> usize {
-    let target: usize = 2 * 132 * 2048;
     let channels = (dims.batch * dims.d_inner).max(1);
-    target
+    TARGET_THREADS
         .div_ceil(channels)
         .next_power_of_two()
         .clamp(1, dims.d_state.min(32))
 }
 
-/// Launches the kernel for d_state (checked) on raw pointers: out, state_out, state_in (0 = none).
+/// The scan with an explicit plan (tests run every plan on the same inputs): state_in and
+/// state_out as in [`selective_scan_fwd`], inputs read with `strides`.
+#[allow(clippy::too_many_arguments)]
+pub fn selective_scan_fwd_planned<T: Elem>(
+    dev: &CudaDevice,
+    out: &mut impl DevicePtrMut<T>,
+    inp: &ScanBuffers<'_, T>,
+    dims: ScanDims,
+    strides: ScanStrides,
+    state_in: Option<&dyn StateIn<f32>>,
+    state_out: Option<&mut dyn StateOut<f32>>,
+    plan: ScanPlan,
+) -> Result<()> {
+    const OP: &str = "selective_scan_fwd";
+    check(OP, out.len(), inp, dims, strides)?;
+    for (what, st) in [
+        ("state_in", state_in.as_ref().map(|s| s.elems())),
+        ("state_out", state_out.as_ref().map(|s| s.elems())),
+    ] {
+        if let Some(n) = st {
+            check_len(OP, what, n, dims.state_len(), "[batch, d_inner, d_state]")?;
+        }
+    }
+    if let ScanPlan::Chunked { tpc } = plan {
+        if !tpc.is_power_of_two() || tpc > dims.d_state {
+            return Err(CudaError::Unsupported {
+                op: OP,
+                reason: format!(
+                    "{tpc} threads per channel (a power of two <= d_state = {})",
+                    dims.d_state
+                ),
+            });
+        }
+    }
+    let s = dev.stream();
+    let (o_p, _g0) = out.device_ptr_mut(s);
+    let (si_p, _g1) = match state_in {
+        Some(st) => {
+            let (p, g) = st.ptr(s);
+            (p, Some(g))
+        }
+        None => (0u64, None),
+    };
+    let (so_p, _g2) = match state_out {
+        Some(st) => {
+            let (p, g) = st.ptr_mut(s);
+            (p, Some(g))
+        }
+        None => (0u64, None),
+    };
+    launch::<T>(dev, plan, o_p, so_p, si_p, inp, dims, strides)
+}
+
+/// Launches `plan` (dims and buffers checked by the caller) on raw pointers: out, state_out,
+/// state_in (0 = none).
+#[allow(clippy::too_many_arguments)]
 fn launch<T: Elem>(
     dev: &CudaDevice,
+    plan: ScanPlan,
     o_p: u64,
     so_p: u64,
     si_p: u64,
@@ -211,53 +353,150 @@ fn launch<T: Elem>(
     dims: ScanDims,
     strides: ScanStrides,
 ) -> Result<()> {
-    const OP: &str = "selective_scan_fwd";
-    let n_st = dims.d_state;
     if dims.batch == 0 || dims.d_inner == 0 || dims.seq == 0 {
         return Ok(());
     }
-    let tpc = threads_per_channel(dims);
-    let batch_u = u32::try_from(dims.batch)
-        .ok()
-        .filter(|&b| b <= 65535)
-        .ok_or_else(|| CudaError::Unsupported {
-            op: OP,
-            reason: format!(
-                "batch = {} is more than one grid dimension holds",
-                dims.batch
-            ),
-        })?;
-    let too_big = || CudaError::Unsupported {
-        op: OP,
-        reason: format!(
-            "batch * d_inner = {} is more than one grid holds",
-            dims.batch * dims.d_inner
-        ),
+    let pass = |kernel, out, state_out, state_in, tpc, split_len, n_split, dsum| Pass {
+        kernel,
+        out,
+        state_out,
+        state_in,
+        tpc,
+        split_len,
+        n_split,
+        dsum,
     };
-    // Many sequences: the chunked kernel; few long ones: the lanes kernel (see selective_scan.cu).
-    let chunked = tpc <= CHUNKED_MAX_TPC;
-    let (kernel, grid) = if chunked {
-        let blocks =
-            u32::try_from(dims.d_inner.div_ceil(SCAN_THREADS / tpc)).map_err(|_| too_big())?;
-        ("selective_scan_fwd", (blocks, batch_u, 1))
-    } else {
+    match plan {
+        ScanPlan::Chunked { tpc } => launch_pass(
+            dev,
+            inp,
+            dims,
+            strides,
+            pass("selective_scan_fwd", o_p, so_p, si_p, tpc, dims.seq, 1, 0),
+        ),
+        ScanPlan::Lanes => launch_pass(
+            dev,
+            inp,
+            dims,
+            strides,
+            pass(
+                "selective_scan_lanes_fwd",
+                o_p,
+                so_p,
+                si_p,
+                0,
+                dims.seq,
+                1,
+                0,
+            ),
+        ),
+        ScanPlan::Split { n_split, split_len } => {
+            let pieces = dims.batch * n_split;
+            // SAFETY (of the uninitialised allocations): the local pass writes every element of
+            // both (one (piece, channel, state) per thread of its grid) before anything reads them.
+            let (mut h_loc, mut dsum) = unsafe {
+                (
+                    dev.stream()
+                        .alloc::<f32>(pieces * dims.d_inner * dims.d_state)
+                        .map_err(driver("allocating the states of the time splits"))?,
+                    dev.stream()
+                        .alloc::<f32>(pieces * dims.d_inner)
+                        .map_err(driver("allocating the step sums of the time splits"))?,
+                )
+            };
+            let s = dev.stream();
+            let (h_p, _g0) = h_loc.device_ptr_mut(s);
+            let (d_p, _g1) = dsum.device_ptr_mut(s);
+            // 1. every piece from h = 0: its end state and its sum of steps
+            launch_pass(
+                dev,
+                inp,
+                dims,
+                strides,
+                pass("selective_scan_fwd", 0, h_p, 0, 1, split_len, n_split, d_p),
+            )?;
+            // 2. the state entering each piece, and the state after the sequence
+            launch_carry(dev, inp, dims, n_split, h_p, d_p, si_p, so_p)?;
+            // 3. every piece again from its entering state, writing y
+            launch_pass(
+                dev,
+                inp,
+                dims,
+                strides,
+                pass("selective_scan_fwd", o_p, 0, h_p, 1, split_len, n_split, 0),
+            )
+        }
+    }
+}
+
+/// One launch of a scan kernel: raw pointers (0 = none) and the split of time.
+struct Pass {
+    kernel: &'static str,
+    out: u64,
+    state_out: u64,
+    state_in: u64,
+    /// Threads per channel (chunked kernel only).
+    tpc: usize,
+    split_len: usize,
+    n_split: usize,
+    dsum: u64,
+}
+
+fn launch_pass<T: Elem>(
+    dev: &CudaDevice,
+    inp: &ScanBuffers<'_, T>,
+    dims: ScanDims,
+    strides: ScanStrides,
+    p: Pass,
+) -> Result<()> {
+    const OP: &str = "selective_scan_fwd";
+    let n_st = dims.d_state;
+    let lanes = p.kernel == "selective_scan_lanes_fwd";
+    let grid_dim = |what: &str, n: usize, max: usize| {
+        u32::try_from(n)
+            .ok()
+            .filter(|&v| v as usize <= max)
+            .ok_or_else(|| CudaError::Unsupported {
+                op: OP,
+                reason: format!("{what} = {n} is more than one grid dimension holds"),
+            })
+    };
+    let grid = if lanes {
         let threads = dims.batch * dims.d_inner * n_st;
-        let blocks = u32::try_from(threads.div_ceil(SCAN_THREADS)).map_err(|_| too_big())?;
-        ("selective_scan_lanes_fwd", (blocks, 1, 1))
+        (
+            grid_dim(
+                "batch * d_inner * d_state / 128",
+                threads.div_ceil(SCAN_THREADS),
+                u32::MAX as usize,
+            )?,
+            1,
+            1,
+        )
+    } else {
+        (
+            grid_dim(
+                "channel blocks",
+                dims.d_inner.div_ceil(SCAN_THREADS / p.tpc),
+                u32::MAX as usize,
+            )?,
+            grid_dim("batch", dims.batch, 65535)?,
+            grid_dim("time splits", p.n_split, 65535)?,
+        )
     };
     let batch = to_i32(OP, "batch", dims.batch)?;
     let seq = to_i32(OP, "seq", dims.seq)?;
     let d_inner = to_i32(OP, "d_inner", dims.d_inner)?;
     let z_stride = to_i32(OP, "z_stride", strides.z)?;
     let bc_stride = to_i32(OP, "bc_stride", strides.bc)?;
-    let tpc_i = tpc as i32;
-    let name = format!("{kernel}_{}_n{n_st}", T::SUFFIX);
+    let tpc = p.tpc as i32;
+    let split_len = to_i32(OP, "split_len", p.split_len)?;
+    let name = format!("{}_{}_n{n_st}", p.kernel, T::SUFFIX);
     let f = dev.function(&SELECTIVE_SCAN, &name, 0)?;
     let s = dev.stream();
     let mut launch = s.launch_builder(&f);
     launch
-        .arg(&o_p)
-        .arg(&so_p)
+        .arg(&p.out)
+        .arg(&p.state_out)
         .arg(&inp.u)
         .arg(&inp.delta_raw)
         .arg(&inp.delta_bias)
@@ -266,14 +505,14 @@ fn launch<T: Elem>(
         .arg(&inp.c)
         .arg(&inp.d_skip)
         .arg(&inp.z)
-        .arg(&si_p)
+        .arg(&p.state_in)
         .arg(&batch)
         .arg(&seq)
         .arg(&d_inner)
         .arg(&z_stride)
         .arg(&bc_stride);
-    if chunked {
-        launch.arg(&tpc_i);
+    if !lanes {
+        launch.arg(&tpc).arg(&split_len).arg(&p.dsum);
     }
     let cfg = LaunchConfig {
         grid_dim: grid,
@@ -281,11 +520,63 @@ fn launch<T: Elem>(
         shared_mem_bytes: 0,
     };
     // SAFETY: arguments match selective_scan_fwd_<T>_n<N>(T*, float*, 8 x const T*, const float*,
-    // int x 6) or selective_scan_lanes_fwd_<T>_n<N>(the same without tpc); every length was
-    // checked by the caller against dims and strides (`check`); null states are skipped by the
-    // kernels, and a state passed as both in and out is read by each thread before it writes it;
-    // tpc is a power of two <= min(N, 32), so a channel's threads are consecutive lanes of one
-    // warp and 128 threads hold a whole number of channels (or of N-thread lanes).
+    // int x 6, float*) or selective_scan_lanes_fwd_<T>_n<N>(T*, float*, 8 x const T*, const
+    // float*, int x 5); every input length was checked against dims and strides (`check`); the
+    // states hold [batch, n_split, d_inner, d_state] (the caller's [batch, d_inner, d_state] when
+    // n_split = 1, else the split scratch) and dsum [batch, n_split, d_inner]; null pointers are
+    // skipped by the kernels, and a state passed as both in and out is read by each thread before
+    // it writes it; tpc is a power of two <= min(N, 32), so a channel's threads are consecutive
+    // lanes of one warp and 128 threads hold a whole number of channels (or of N-thread lanes).
     unsafe { launch.launch(cfg) }.map_err(driver("launching selective_scan_fwd"))?;
+    Ok(())
+}
+
+/// The carry between time splits (selective_scan_carry in kernels/selective_scan.cu).
+#[allow(clippy::too_many_arguments)]
+fn launch_carry<T: Elem>(
+    dev: &CudaDevice,
+    inp: &ScanBuffers<'_, T>,
+    dims: ScanDims,
+    n_split: usize,
+    h_loc: u64,
+    dsum: u64,
+    state_in: u64,
+    state_out: u64,
+) -> Result<()> {
+    const OP: &str = "selective_scan_carry";
+    let threads = dims.batch * dims.d_inner * dims.d_state;
+    let blocks =
+        u32::try_from(threads.div_ceil(CARRY_THREADS)).map_err(|_| CudaError::Unsupported {
+            op: OP,
+            reason: format!("{threads} states are more than one grid holds"),
+        })?;
+    let batch = to_i32(OP, "batch", dims.batch)?;
+    let n_split_i = to_i32(OP, "n_split", n_split)?;
+    let d_inner = to_i32(OP, "d_inner", dims.d_inner)?;
+    let d_state = to_i32(OP, "d_state", dims.d_state)?;
+    let f = dev.function(&SELECTIVE_SCAN, &format!("{OP}_{}", T::SUFFIX), 0)?;
+    let s = dev.stream();
+    let mut launch = s.launch_builder(&f);
+    launch
+        .arg(&h_loc)
+        .arg(&dsum)
+        .arg(&inp.a_log)
+        .arg(&state_in)
+        .arg(&state_out)
+        .arg(&batch)
+        .arg(&n_split_i)
+        .arg(&d_inner)
+        .arg(&d_state);
+    let cfg = LaunchConfig {
+        grid_dim: (blocks, 1, 1),
+        block_dim: (CARRY_THREADS as u32, 1, 1),
+        shared_mem_bytes: 0,
+    };
+    // SAFETY: arguments match selective_scan_carry_<T>(float*, const float*, const T*, const
+    // float*, float*, int x 4); h_loc holds [batch, n_split, d_inner, d_state] and dsum
+    // [batch, n_split, d_inner] (allocated by the caller for these dims), a_log [d_inner,
+    // d_state] and the states [batch, d_inner, d_state] (checked); one thread per (b, e, n),
+    // which reads its state_in element before writing its state_out element.
+    unsafe { launch.launch(cfg) }.map_err(driver("launching selective_scan_carry"))?;
     Ok(())
 }
