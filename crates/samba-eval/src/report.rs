@@ -17,6 +17,7 @@ pub struct ReportMeta {
     pub files: Vec<PathBuf>,
     /// The options the evaluation ran with, as given on the command line.
     pub options: serde_json::Value,
+    /// Where the model ran: "cpu", or "cuda:0 NVIDIA H200 (bf16)" (`Engine::describe`).
     pub device: String,
     /// samba-eval's version.
     pub version: String,
@@ -31,6 +32,7 @@ impl ReportMeta {
         tokenizer: Option<&Path>,
         files: &[PathBuf],
         options: serde_json::Value,
+        device: &str,
     ) -> ReportMeta {
         ReportMeta {
             eval: eval.to_string(),
@@ -38,7 +40,7 @@ impl ReportMeta {
             tokenizer: tokenizer.map(Path::to_path_buf),
             files: files.to_vec(),
             options,
-            device: "cpu".to_string(),
+            device: device.to_string(),
             version: env!("CARGO_PKG_VERSION").to_string(),
             date: utc_now(),
         }

@@ -61,6 +61,8 @@ fn init_then_score_reports_consistent_logprobs() {
         "--tokens",
         "1,2,3,4,5,60",
         "--json",
+        "--device",
+        "cpu",
     ]);
     assert!(out.status.success(), "{}", stderr(&out));
     let report: serde_json::Value = serde_json::from_str(&stdout(&out)).expect("JSON report");
@@ -284,7 +286,8 @@ fn score_streams_in_chunks_with_the_same_result() {
     let tokens = tokens.join(",");
     let logprobs = |chunk: &str| -> Vec<f64> {
         let out = samba_lm(&[
-            "score", "--model", m, "--tokens", &tokens, "--json", "--chunk", chunk,
+            "score", "--model", m, "--tokens", &tokens, "--json", "--chunk", chunk, "--device",
+            "cpu",
         ]);
         assert!(out.status.success(), "{}", stderr(&out));
         let report: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
@@ -391,6 +394,8 @@ fn generate_is_reproducible_per_seed_and_batches_prompts() {
         "5",
         "--temperature",
         "0",
+        "--device",
+        "cpu",
     ]);
     assert!(out.status.success(), "{}", stderr(&out));
     let lines: Vec<serde_json::Value> = stdout(&out)
@@ -412,6 +417,8 @@ fn generate_is_reproducible_per_seed_and_batches_prompts() {
         "5",
         "--temperature",
         "0",
+        "--device",
+        "cpu",
     ]);
     let alone = stdout(&alone);
     assert_eq!(
@@ -615,4 +622,247 @@ fn device_flag_is_checked_and_cuda_without_a_gpu_is_a_clear_error() {
     }
     let out = samba_lm(&with(&args, "cpu"));
     assert!(out.status.success(), "{}", stderr(&out));
+}
+
+/// Every inference command (score, generate, each eval) on its inputs: the same arguments run
+/// with any `--device`.
+fn inference_commands(dir: &Path, m: &str) -> Vec<(&'static str, Vec<String>)> {
+    let doc = dir.join("doc.txt");
+    std::fs::write(
+        &doc,
+        "To be, or not to be, that is the question. ".repeat(8),
+    )
+    .unwrap();
+    let task = dir.join("task.jsonl");
+    std::fs::write(
+        &task,
+        "{\"context\": \"The quick brown\", \"choices\": [\" fox\", \" dog\"], \"answer\": 0}\n",
+    )
+    .unwrap();
+    let own = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    let doc = doc.to_str().unwrap();
+    let task = task.to_str().unwrap();
+    vec![
+        (
+            "score",
+            own(&["score", "--model", m, "--text", "To be, or not"]),
+        ),
+        (
+            "generate",
+            own(&[
+                "generate",
+                "--model",
+                m,
+                "--prompt",
+                "To be",
+                "--max-tokens",
+                "3",
+            ]),
+        ),
+        (
+            "eval ppl",
+            own(&[
+                "eval",
+                "ppl",
+                "--model",
+                m,
+                "--file",
+                doc,
+                "--lengths",
+                "32",
+            ]),
+        ),
+        (
+            "eval passkey",
+            own(&[
+                "eval",
+                "passkey",
+                "--model",
+                m,
+                "--lengths",
+                "260",
+                "--depths",
+                "2",
+                "--keys",
+                "1",
+            ]),
+        ),
+        (
+            "eval phonebook",
+            own(&[
+                "eval",
+                "phonebook",
+                "--model",
+                m,
+                "--sizes",
+                "2",
+                "--trials",
+                "1",
+            ]),
+        ),
+        (
+            "eval choice",
+            own(&["eval", "choice", "--model", m, "--tasks", task]),
+        ),
+    ]
+}
+
+fn with_device(args: &[String], extra: &[&str]) -> Vec<String> {
+    let mut a = args.to_vec();
+    a.extend(extra.iter().map(|s| s.to_string()));
+    a
+}
+
+fn strs(v: &[String]) -> Vec<&str> {
+    v.iter().map(String::as_str).collect()
+}
+
+#[test]
+fn inference_commands_take_device_and_refuse_a_missing_gpu_clearly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tiny_with_tokenizer(tmp.path());
+    let m = model.to_str().unwrap();
+    for (name, args) in inference_commands(tmp.path(), m) {
+        let out = samba_lm(&strs(&with_device(&args, &["--device", "cpu"])));
+        assert!(
+            out.status.success(),
+            "{name} --device cpu: {}",
+            stderr(&out)
+        );
+        assert!(
+            stderr(&out).contains("device: cpu"),
+            "{name} says where it runs: {}",
+            stderr(&out)
+        );
+        fails_with(
+            &strs(&with_device(&args, &["--device", "gpu"])),
+            "expected auto, cpu, cuda or cuda:N",
+        );
+        fails_with(
+            &strs(&with_device(&args, &["--gpu-dtype", "f16"])),
+            "bf16 or f32",
+        );
+        if !samba_cuda::cuda_available() {
+            fails_with(
+                &strs(&with_device(&args, &["--device", "cuda"])),
+                "--device cuda:0",
+            );
+            fails_with(
+                &strs(&with_device(&args, &["--device", "cuda:1"])),
+                "--device cuda:1",
+            );
+            // auto falls back to the CPU.
+            let out = samba_lm(&strs(&args));
+            assert!(out.status.success(), "{name} (auto): {}", stderr(&out));
+            assert!(stderr(&out).contains("device: cpu"), "{}", stderr(&out));
+        }
+    }
+}
+
+#[test]
+fn eval_reports_record_the_device() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tiny_with_tokenizer(tmp.path());
+    let m = model.to_str().unwrap();
+    let report = tmp.path().join("ppl.json");
+    let (_, ppl) = inference_commands(tmp.path(), m)
+        .into_iter()
+        .find(|(name, _)| *name == "eval ppl")
+        .unwrap();
+    let out = samba_lm(&strs(&with_device(
+        &ppl,
+        &["--device", "cpu", "--out", report.to_str().unwrap()],
+    )));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    assert_eq!(json["meta"]["device"], "cpu");
+    assert_eq!(json["meta"]["options"]["common"]["device"], "cpu");
+    assert_eq!(json["meta"]["options"]["common"]["gpu_dtype"], "bf16");
+}
+
+#[test]
+fn training_runs_on_the_cpu_only_for_now() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path().join("run");
+    let args = |device: &str| {
+        vec![
+            "train".to_string(),
+            "--preset".into(),
+            "tiny".into(),
+            "--data".into(),
+            tmp.path().join("no-data").to_str().unwrap().into(),
+            "--out".into(),
+            run.to_str().unwrap().into(),
+            "--device".into(),
+            device.into(),
+        ]
+    };
+    for device in ["cuda", "cuda:0"] {
+        fails_with(&strs(&args(device)), "training runs on the CPU only");
+    }
+    fails_with(&strs(&args("gpu")), "auto or cpu");
+    // cpu and auto get past the device check to the (missing) data.
+    for device in ["cpu", "auto"] {
+        fails_with(&strs(&args(device)), "no-data");
+    }
+}
+
+/// On a machine with a GPU: the inference commands run there, and score agrees with the CPU
+/// (bf16 within 5e-2 nats, f32 storage within 1e-3). Skipped without a GPU.
+#[test]
+fn on_a_gpu_the_commands_run_there_and_agree_with_the_cpu() {
+    if !samba_cuda::cuda_available() {
+        eprintln!("skipped: no CUDA device");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tiny_with_tokenizer(tmp.path());
+    let m = model.to_str().unwrap();
+    for (name, args) in inference_commands(tmp.path(), m) {
+        let out = samba_lm(&strs(&with_device(&args, &["--device", "cuda"])));
+        assert!(
+            out.status.success(),
+            "{name} --device cuda: {}",
+            stderr(&out)
+        );
+        assert!(
+            stderr(&out).contains("device: cuda:0 "),
+            "{name}: {}",
+            stderr(&out)
+        );
+    }
+    let tokens: Vec<String> = (0..300)
+        .map(|i| ((i * 37 + 11) % 300).to_string())
+        .collect();
+    let tokens = tokens.join(",");
+    let score = |extra: &[&str]| -> Vec<f64> {
+        let mut args = vec![
+            "score", "--model", m, "--tokens", &tokens, "--json", "--chunk", "64",
+        ];
+        args.extend(extra);
+        let out = samba_lm(&args);
+        assert!(out.status.success(), "{extra:?}: {}", stderr(&out));
+        let report: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+        report["token_logprobs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap())
+            .collect()
+    };
+    let cpu = score(&["--device", "cpu"]);
+    for (dtype, tol) in [("bf16", 5e-2), ("f32", 1e-3)] {
+        let gpu = score(&["--device", "cuda", "--gpu-dtype", dtype]);
+        let max = gpu
+            .iter()
+            .zip(&cpu)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0, f64::max);
+        eprintln!("score on cuda {dtype} vs cpu: max |diff| {max:.2e}");
+        assert!(
+            max <= tol,
+            "cuda {dtype} vs cpu: max |diff| {max:.3e} > {tol:.0e}"
+        );
+    }
 }

@@ -15,7 +15,7 @@ pub enum RuntimeError {
     #[error("--device {spec}: {error}")]
     OpenDevice { spec: String, error: CudaError },
 
-    #[error("--gpu-dtype '{0}': expected bf16 or f32")]
+    #[error("unknown GPU storage type '{0}': expected bf16 or f32")]
     BadDtype(String),
 
     /// Bad input (token ids, lengths, batch, context cap), the same on every backend.

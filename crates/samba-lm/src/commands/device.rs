@@ -1,36 +1,33 @@
-//! `--device auto|cpu|cuda[:N]`: where a command runs.
+//! `--device auto|cpu|cuda[:N]`: where a command runs (parsed and opened by
+//! `samba_runtime::Device`), and the flags every inference command shares.
 
-use std::sync::Arc;
+use anyhow::Result;
+use clap::Args;
+use samba_model::LoadedModel;
+pub use samba_runtime::{open, Device};
+use samba_runtime::{Engine, GpuDtype};
+use serde::Serialize;
 
-use anyhow::{bail, Context, Result};
-use samba_cuda::CudaDevice;
-
-/// A parsed `--device`.
-pub enum Device {
-    Cpu,
-    Cuda(Arc<CudaDevice>),
+/// `--device` and `--gpu-dtype`.
+#[derive(Args, Debug, Clone, Serialize)]
+pub struct DeviceArgs {
+    /// Where the model runs: auto (the first GPU when there is one, else the CPU), cpu, cuda or
+    /// cuda:N.
+    #[arg(long, default_value = "auto", value_name = "auto|cpu|cuda[:N]")]
+    pub device: String,
+    /// How a GPU stores the weights: bf16 (what the GPU backend is built for) or f32 (matches
+    /// the CPU to ~1e-5, twice the memory). Ignored on the CPU.
+    #[arg(long, default_value = "bf16", value_name = "bf16|f32")]
+    pub gpu_dtype: GpuDtype,
 }
 
-/// `auto` picks the first GPU when one is there, else the CPU; `cuda` without a GPU is an error.
-pub fn open(spec: &str) -> Result<Device> {
-    match spec {
-        "cpu" => Ok(Device::Cpu),
-        "auto" if samba_cuda::cuda_available() => open("cuda:0"),
-        "auto" => Ok(Device::Cpu),
-        "cuda" => open("cuda:0"),
-        _ => {
-            let Some(ordinal) = spec.strip_prefix("cuda:") else {
-                bail!("--device '{spec}': expected auto, cpu, cuda or cuda:N");
-            };
-            let ordinal: usize = ordinal
-                .parse()
-                .with_context(|| format!("--device '{spec}': N in cuda:N must be a GPU number"))?;
-            let dev = CudaDevice::open(ordinal).with_context(|| format!("--device {spec}"))?;
-            // Compile (or read from the disk cache) every kernel now, so that no NVRTC time
-            // lands inside a measurement or a first request.
-            dev.load_all_kernels()
-                .context("compiling the CUDA kernels")?;
-            Ok(Device::Cuda(Arc::new(dev)))
-        }
+impl DeviceArgs {
+    /// Opens the device, puts the model on it and says where it runs on stderr
+    /// ("device: cuda:0 NVIDIA H200 (bf16)").
+    pub fn engine(&self, loaded: LoadedModel) -> Result<Engine> {
+        let device = open(&self.device)?;
+        let engine = Engine::from_loaded(loaded, &device, self.gpu_dtype)?;
+        eprintln!("device: {}", engine.describe());
+        Ok(engine)
     }
 }

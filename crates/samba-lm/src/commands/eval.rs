@@ -1,7 +1,7 @@
-//! `samba-lm eval`: the paper's evaluations (samba-eval) from the command line. Each prints a
-//! summary, shows progress on stderr, and with `--out` writes a JSON report recording the
-//! model, data, options, version and date. CPU only for now (`--device` comes with the CUDA
-//! backend's model).
+//! `samba-lm eval`: the paper's evaluations (samba-eval) from the command line. Each runs on
+//! the CPU or a GPU (`--device auto|cpu|cuda[:N]`, `--gpu-dtype bf16|f32`), prints a summary,
+//! shows progress on stderr, and with `--out` writes a JSON report recording the model, data,
+//! options, the device it ran on, version and date.
 
 use std::path::{Path, PathBuf};
 
@@ -15,6 +15,8 @@ use samba_eval::ppl::{evaluate_ppl, Document, PplOptions};
 use samba_eval::report::{write_report, ReportMeta};
 use samba_eval::{plot, EvalModel};
 use serde::Serialize;
+
+use super::device::{open, DeviceArgs};
 
 #[derive(Subcommand, Debug)]
 pub enum EvalCommand {
@@ -44,6 +46,9 @@ pub struct ModelArgs {
     /// Write the JSON report here.
     #[arg(long, value_name = "FILE")]
     pub out: Option<PathBuf>,
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub device: DeviceArgs,
 }
 
 #[derive(Args, Debug, Serialize)]
@@ -145,13 +150,30 @@ pub fn run(cmd: EvalCommand) -> Result<()> {
     }
 }
 
+/// The model on its device; says where it runs on stderr.
 fn load(common: &ModelArgs) -> Result<EvalModel> {
-    Ok(EvalModel::load(&common.model, common.tokenizer.as_deref())?)
+    let device = open(&common.device.device)?;
+    let m = EvalModel::load(
+        &common.model,
+        common.tokenizer.as_deref(),
+        &device,
+        common.device.gpu_dtype,
+    )?;
+    eprintln!("device: {}", m.engine.describe());
+    Ok(m)
 }
 
 fn meta(eval: &str, m: &EvalModel, files: &[PathBuf], options: &impl Serialize) -> ReportMeta {
     let options = serde_json::to_value(options).unwrap_or(serde_json::Value::Null);
-    ReportMeta::new(eval, &m.dir, Some(&m.tokenizer_path), files, options)
+    let device = m.engine.describe();
+    ReportMeta::new(
+        eval,
+        &m.dir,
+        Some(&m.tokenizer_path),
+        files,
+        options,
+        &device,
+    )
 }
 
 fn bar(len: u64, unit: &str) -> indicatif::ProgressBar {
@@ -210,7 +232,7 @@ fn ppl(args: PplArgs) -> Result<()> {
         .map(|d| cap(d.tokens.len()).saturating_sub(1))
         .sum();
     let progress = bar(total as u64, "tokens");
-    let report = evaluate_ppl(&m.model, &documents, &options, |n| progress.inc(n))?;
+    let report = evaluate_ppl(&m.engine, &documents, &options, |n| progress.inc(n))?;
     progress.finish_and_clear();
     for d in &report.documents {
         println!(
@@ -274,7 +296,7 @@ fn passkey(args: PasskeyArgs) -> Result<()> {
         (args.lengths.len() * args.depths * args.keys) as u64,
         "prompts",
     );
-    let report = evaluate_passkey(&m.model, &m.tokenizer, &options, || progress.inc(1))?;
+    let report = evaluate_passkey(&m.engine, &m.tokenizer, &options, || progress.inc(1))?;
     progress.finish_and_clear();
     print!("{:>10}", "length");
     report
@@ -327,7 +349,7 @@ fn phonebook(args: PhonebookArgs) -> Result<()> {
         chunk: args.common.chunk as usize,
     };
     let progress = bar((args.sizes.len() * args.trials) as u64, "phone books");
-    let report = evaluate_phonebook(&m.model, &m.tokenizer, &options, || progress.inc(1))?;
+    let report = evaluate_phonebook(&m.engine, &m.tokenizer, &options, || progress.inc(1))?;
     progress.finish_and_clear();
     for s in &report.sizes {
         println!(
@@ -362,7 +384,7 @@ fn choice(args: ChoiceArgs) -> Result<()> {
         .sum();
     let progress = bar(total as u64, "examples");
     let chunk = args.common.chunk as usize;
-    let report = evaluate_choice(&m.model, &m.tokenizer, &tasks, args.limit, chunk, || {
+    let report = evaluate_choice(&m.engine, &m.tokenizer, &tasks, args.limit, chunk, || {
         progress.inc(1)
     })?;
     progress.finish_and_clear();

@@ -1,7 +1,8 @@
 //! `samba-lm generate`: text from a prompt, streamed as it is produced.
 //!
 //! Each prompt is prefilled chunk by chunk into its own recurrent state (memory independent of
-//! the prompt's length), the states are stacked, and the batch decodes one token per step.
+//! the prompt's length), the states are stacked, and the batch decodes one token per step;
+//! finished sequences leave the batch. On the CPU or a GPU (`--device`), the same way.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -9,13 +10,15 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use clap::{ArgGroup, Args};
-use samba_cpu::{BatchShape, CpuModel, DecodeState};
 use samba_data::TextTokenizer;
 use samba_generate::{
     GenerationStats, Sampler, SamplingConfig, StopStream, StopStrings, StopTokens,
 };
 use samba_model::checkpoint::load_model;
+use samba_runtime::EngineState;
 use serde::{Deserialize, Serialize};
+
+use super::device::DeviceArgs;
 
 #[derive(Args, Debug)]
 #[command(group(ArgGroup::new("input").required(true).args(["prompt", "prompt_file", "batch_file"])))]
@@ -58,9 +61,13 @@ pub struct GenerateArgs {
     /// Prompt tokens per prefill pass.
     #[arg(long, default_value_t = 512)]
     pub chunk: usize,
-    /// Positions a full-attention layer keeps (llama layout); other layouts need no cap.
+    /// Positions a full-attention layer keeps (llama layout); other layouts need no cap. The
+    /// state holds at most the longest prompt plus --max-tokens (on a GPU its key/value rings
+    /// are allocated at that size).
     #[arg(long, default_value_t = 1 << 17)]
     pub max_context: usize,
+    #[command(flatten)]
+    pub device: DeviceArgs,
 }
 
 #[derive(Deserialize)]
@@ -164,39 +171,40 @@ pub fn run(args: GenerateArgs) -> Result<()> {
         );
     };
     let tokenizer = TextTokenizer::from_file(&tokenizer_path)?;
-    let model = CpuModel::from_loaded(loaded);
-    if tokenizer.vocab_size() > model.config.vocab {
+    let vocab = loaded.config.vocab;
+    if tokenizer.vocab_size() > vocab {
         bail!(
-            "{}: the tokenizer has {} tokens but the model only {}",
+            "{}: the tokenizer has {} tokens but the model only {vocab}",
             tokenizer_path.display(),
             tokenizer.vocab_size(),
-            model.config.vocab
         );
     }
     let stop_tokens = StopTokens::new(args.stop_token.iter().copied().chain([tokenizer.eos_id()]));
     let mut sampler = Sampler::new(sampling)?;
     let streaming = prompts.len() == 1;
+    let mut prompt_ids = Vec::new();
+    for prompt in &prompts {
+        let ids = tokenizer.encode(prompt)?;
+        if ids.is_empty() {
+            bail!("a prompt encodes to no tokens");
+        }
+        samba_cpu::error::check_tokens("prompt", &ids, 1, ids.len(), vocab)?;
+        prompt_ids.push(ids);
+    }
+    // Every state gets the same cap (stacked states share it), no more than the longest
+    // sequence needs.
+    let longest = prompt_ids.iter().map(Vec::len).max().unwrap_or(0);
+    let max_context = args.max_context.min(longest + args.max_tokens);
+    let engine = args.device.engine(loaded)?;
 
     // Prefill every prompt into its own state.
     let start = Instant::now();
     let mut states = Vec::new();
     let mut sequences = Vec::new();
     let mut next_logits = Vec::new();
-    for prompt in &prompts {
-        let ids = tokenizer.encode(prompt)?;
-        if ids.is_empty() {
-            bail!("a prompt encodes to no tokens");
-        }
-        model.check_tokens(
-            "prompt",
-            &ids,
-            BatchShape {
-                batch: 1,
-                seq: ids.len(),
-            },
-        )?;
-        let mut state = DecodeState::new(&model, 1, args.max_context);
-        next_logits.push(model.prefill(&mut state, &ids, args.chunk, |_, _| {})?);
+    for ids in prompt_ids {
+        let mut state = engine.new_state(1, max_context)?;
+        next_logits.push(engine.prefill(&mut state, &ids, args.chunk)?);
         states.push(state);
         sequences.push(Sequence {
             prompt_len: ids.len(),
@@ -216,13 +224,8 @@ pub fn run(args: GenerateArgs) -> Result<()> {
 
     // Decode: one token for every unfinished sequence per step.
     let start = Instant::now();
-    let mut state = DecodeState::stack(states);
+    let mut state = EngineState::stack(&engine, states)?;
     let mut active: Vec<usize> = (0..sequences.len()).collect();
-    let mut acts = model.activations(BatchShape {
-        batch: active.len(),
-        seq: 1,
-    });
-    let vocab = model.config.vocab;
     let mut stdout = std::io::stdout().lock();
     while !active.is_empty() {
         let mut step_tokens = Vec::with_capacity(active.len());
@@ -262,22 +265,17 @@ pub fn run(args: GenerateArgs) -> Result<()> {
             .filter(|&r| sequences[active[r]].done.is_none())
             .collect();
         if keep.len() < active.len() {
-            state.select(&keep);
+            state.select(&engine, &keep)?;
             step_tokens = keep.iter().map(|&r| step_tokens[r]).collect();
             active = keep.iter().map(|&r| active[r]).collect();
         }
         if active.is_empty() {
             break;
         }
-        // Re-planned only when a sequence finishes and the batch shrinks.
-        if acts.shape.batch != active.len() {
-            acts = model.activations(BatchShape {
-                batch: active.len(),
-                seq: 1,
-            });
-        }
-        model.forward_with_state(&mut acts, &step_tokens, &mut state)?;
-        next_logits = acts.logits.chunks(vocab).map(<[f32]>::to_vec).collect();
+        // The step's activations (on a GPU its CUDA graph) are re-planned only when a sequence
+        // finishes and the batch shrinks.
+        let logits = engine.step(&mut state, &step_tokens)?;
+        next_logits = logits.chunks(vocab).map(<[f32]>::to_vec).collect();
     }
     stats.generation_seconds = start.elapsed().as_secs_f64();
 

@@ -4,9 +4,11 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use clap::{ArgGroup, Args};
-use samba_cpu::{BatchShape, CpuModel};
 use samba_model::checkpoint::load_model;
+use samba_runtime::Engine;
 use serde::Serialize;
+
+use super::device::DeviceArgs;
 
 #[derive(Args, Debug)]
 #[command(group(ArgGroup::new("input").required(true).args(["tokens", "text", "file"])))]
@@ -33,6 +35,8 @@ pub struct ScoreArgs {
     /// carrying the recurrent state, so memory does not grow with the input.
     #[arg(long, default_value_t = 512, value_parser = clap::value_parser!(u64).range(1..))]
     pub chunk: u64,
+    #[command(flatten)]
+    pub device: DeviceArgs,
 }
 
 #[derive(Serialize)]
@@ -95,17 +99,10 @@ pub fn run(args: ScoreArgs) -> Result<()> {
             tokens.len()
         );
     }
-    let model = CpuModel::from_loaded(loaded);
     // Check every id before any work.
-    model.check_tokens(
-        "tokens",
-        &tokens,
-        BatchShape {
-            batch: 1,
-            seq: tokens.len(),
-        },
-    )?;
-    let token_logprobs = score_tokens(&model, &tokens, args.chunk as usize)?;
+    samba_cpu::error::check_tokens("tokens", &tokens, 1, tokens.len(), loaded.config.vocab)?;
+    let engine = args.device.engine(loaded)?;
+    let token_logprobs = score_tokens(&engine, &tokens, args.chunk as usize)?;
     let mean_nll = -token_logprobs.iter().sum::<f64>() / token_logprobs.len() as f64;
     let report = ScoreReport {
         tokens,
@@ -131,9 +128,9 @@ pub fn run(args: ScoreArgs) -> Result<()> {
 
 /// log p(tokens[i + 1] | tokens[..=i]) for every i, streaming the input through the model in
 /// chunks with a carried state (memory does not grow with the input), with a progress bar.
-pub fn score_tokens(model: &CpuModel, tokens: &[u32], chunk: usize) -> Result<Vec<f64>> {
+pub fn score_tokens(engine: &Engine, tokens: &[u32], chunk: usize) -> Result<Vec<f64>> {
     let bar = progress(tokens.len());
-    let logprobs = samba_eval::scoring::score_tokens(model, tokens, chunk, |done| {
+    let logprobs = samba_eval::scoring::score_tokens(engine, tokens, chunk, |done| {
         bar.set_position(done.len() as u64)
     })?;
     bar.finish_and_clear();

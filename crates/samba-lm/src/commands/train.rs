@@ -98,6 +98,10 @@ pub struct TrainArgs {
     /// No progress bar (messages still go to stderr).
     #[arg(long)]
     pub no_progress: bool,
+    /// Where training runs: auto or cpu. Training runs on the CPU only for now (the GPU's
+    /// backward kernels are not written yet), so auto is the CPU.
+    #[arg(long, default_value = "auto", value_name = "auto|cpu")]
+    pub device: String,
 }
 
 impl TrainArgs {
@@ -159,7 +163,24 @@ fn model(args: &TrainArgs, index: &DataIndex) -> Result<CpuModel> {
     Ok(model)
 }
 
+/// Training runs on the CPU only for now: `cuda` is refused, `auto` notes a GPU it cannot use.
+fn check_device(spec: &str) -> Result<()> {
+    match spec {
+        "cpu" => Ok(()),
+        "auto" => {
+            if samba_cuda::cuda_available() {
+                eprintln!("note: a GPU is present, but training runs on the CPU for now (GPU training is not implemented yet: its backward kernels are not written)");
+            }
+            Ok(())
+        }
+        "cuda" => bail!("--device cuda: training runs on the CPU only for now (the GPU's backward kernels are not written yet); use --device cpu or auto"),
+        s if s.starts_with("cuda:") => bail!("--device {s}: training runs on the CPU only for now (the GPU's backward kernels are not written yet); use --device cpu or auto"),
+        s => bail!("--device '{s}': training takes auto or cpu"),
+    }
+}
+
 pub fn run(args: TrainArgs) -> Result<()> {
+    check_device(&args.device)?;
     let index =
         DataIndex::load(&args.data).with_context(|| format!("--data {}", args.data.display()))?;
     let options = args.options();

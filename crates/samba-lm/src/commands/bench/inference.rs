@@ -12,6 +12,7 @@ use samba_cpu::{BatchShape, CpuModel, DecodeState};
 use samba_model::flops::forward_flops_per_token;
 use samba_model::init::init_params;
 use samba_model::ParamLayout;
+use samba_runtime::Engine;
 use serde::Serialize;
 
 use super::forward::gemm_ceiling;
@@ -376,21 +377,23 @@ pub fn memory(args: MemoryArgs) -> Result<()> {
     // The ids (4 bytes each) and their log-probabilities (8 bytes each) are held whole, as
     // `score` holds them; everything else is the size of a chunk.
     let input = tokens(args.tokens, model.config.vocab);
+    let (layout, parameters) = (model.config.layout.to_string(), model.layout.numel);
+    let engine = Engine::Cpu(model);
     let start = Instant::now();
-    let logprobs = score_tokens(&model, &input, args.chunk)?;
+    let logprobs = score_tokens(&engine, &input, args.chunk)?;
     let seconds = start.elapsed().as_secs_f64();
     let mean_nll = -logprobs.iter().sum::<f64>() / logprobs.len() as f64;
     let report = MemoryReport {
         preset: args.config.preset.clone(),
-        layout: model.config.layout.to_string(),
-        parameters: model.layout.numel,
+        layout,
+        parameters,
         tokens: args.tokens,
         chunk: args.chunk,
         seconds,
         tokens_per_second: args.tokens as f64 / seconds,
         mean_nll,
         peak_rss_bytes: peak_rss()?,
-        weights_bytes: 4 * model.layout.numel,
+        weights_bytes: 4 * parameters,
     };
     let lines = [
         format!(
