@@ -32,6 +32,8 @@ enum Command {
     /// Evaluate a model: long-context perplexity, passkey retrieval, phonebook lookup, multiple choice.
     #[command(subcommand)]
     Eval(commands::eval::EvalCommand),
+    /// Write a model folder's weights in another storage type (f32, bf16, f16).
+    Convert(commands::convert::ConvertArgs),
     /// Print a model folder's configuration and parameter count, or a preset's.
     Info(commands::info::InfoArgs),
     /// Measure speed (tokens/s) against the machine.
@@ -50,6 +52,7 @@ fn main() {
         Command::Tokenizer(cmd) => commands::tokenizer::run(cmd),
         Command::Data(cmd) => commands::data::run(cmd),
         Command::Eval(cmd) => commands::eval::run(cmd),
+        Command::Convert(args) => commands::convert::run(args),
         Command::Info(args) => commands::info::run(args),
         Command::Bench(cmd) => commands::bench::run(cmd),
     };

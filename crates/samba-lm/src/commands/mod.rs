@@ -2,6 +2,7 @@
 
 pub mod bench;
 pub mod config_args;
+pub mod convert;
 pub mod data;
 pub mod device;
 pub mod eval;
