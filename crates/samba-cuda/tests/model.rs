@@ -377,7 +377,8 @@ fn bad_inputs_are_typed_errors() {
 /// positions and ring offsets, past the window), one of them a clone, stacked; a batched step;
 /// a select that drops, reorders and repeats rows; another step. States (in the CPU's flatten
 /// order) and logits are compared after every operation, and the clone's source is checked
-/// untouched.
+/// untouched. f32 is the sharp check (1e-5); bf16 steps carry the tiny preset's activation
+/// rounding (~1e-2 L2, see the module doc) and are held to 3e-2 L2.
 fn state_ops_case<T: Elem>(dev: &Arc<CudaDevice>, name: &str, config: &Config, p: &[f32]) {
     let vocab = config.vocab;
     let max_context = 64;
@@ -405,6 +406,13 @@ fn state_ops_case<T: Elem>(dev: &Arc<CudaDevice>, name: &str, config: &Config, p
     }
     let label = |what: &str| format!("{name} {what}");
     let flat = |s: &CudaDecodeState<T>| s.flatten(dev, config).expect("flatten");
+    let against_cpu = |what: &str, shape: &str, gpu: &[f32], cpu: &[f32]| {
+        if T::SUFFIX == "f32" {
+            expect(what, T::SUFFIX, shape, gpu, cpu, F32_TOL);
+        } else {
+            expect_l2(what, T::SUFFIX, shape, gpu, cpu, 3e-2);
+        }
+    };
 
     // The middle sequence goes in as a clone; its source must not move.
     let source_before = flat(&gpu_states[1]);
@@ -430,7 +438,7 @@ fn state_ops_case<T: Elem>(dev: &Arc<CudaDevice>, name: &str, config: &Config, p
         host.positions(),
         "{name}: stacked positions"
     );
-    against_cpu::<T>(&label("stack state"), "b3", &flat(&gpu), &host.flatten());
+    against_cpu(&label("stack state"), "b3", &flat(&gpu), &host.flatten());
 
     let step = |gpu: &mut CudaDecodeState<T>, host: &mut DecodeState, seed: u64, what: &str| {
         let batch = gpu.batch();
@@ -447,13 +455,13 @@ fn state_ops_case<T: Elem>(dev: &Arc<CudaDevice>, name: &str, config: &Config, p
         cpu.forward_with_state(&mut cpu_acts, &tokens, host)
             .expect("cpu step");
         let b = format!("b{batch}");
-        against_cpu::<T>(
+        against_cpu(
             &label(&format!("{what} logits")),
             &b,
             &acts.logits_f32(dev).expect("logits"),
             &cpu_acts.logits,
         );
-        against_cpu::<T>(
+        against_cpu(
             &label(&format!("{what} state")),
             &b,
             &flat(gpu),
@@ -479,7 +487,7 @@ fn state_ops_case<T: Elem>(dev: &Arc<CudaDevice>, name: &str, config: &Config, p
         host.positions(),
         "{name}: selected positions"
     );
-    against_cpu::<T>(&label("select state"), "b3", &flat(&gpu), &host.flatten());
+    against_cpu(&label("select state"), "b3", &flat(&gpu), &host.flatten());
     step(&mut gpu, &mut host, 8, "step after select");
     assert!(
         gpu.select(&model, &[3]).is_err(),

@@ -809,7 +809,7 @@ fn training_runs_on_the_cpu_only_for_now() {
 }
 
 /// On a machine with a GPU: the inference commands run there, and score agrees with the CPU
-/// (bf16 within 5e-2 nats, f32 storage within 1e-3). Skipped without a GPU.
+/// (bf16 within 8e-2 nats, f32 storage within 1e-3). Skipped without a GPU.
 #[test]
 fn on_a_gpu_the_commands_run_there_and_agree_with_the_cpu() {
     if !samba_cuda::cuda_available() {
@@ -852,7 +852,7 @@ fn on_a_gpu_the_commands_run_there_and_agree_with_the_cpu() {
             .collect()
     };
     let cpu = score(&["--device", "cpu"]);
-    for (dtype, tol) in [("bf16", 5e-2), ("f32", 1e-3)] {
+    for (dtype, tol) in [("bf16", 8e-2), ("f32", 1e-3)] {
         let gpu = score(&["--device", "cuda", "--gpu-dtype", dtype]);
         let max = gpu
             .iter()

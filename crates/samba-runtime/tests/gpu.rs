@@ -3,9 +3,13 @@
 //! bf16 storage, and the GPU's log-probabilities against the CPU engine's on the same input.
 //! Skipped without a GPU.
 //!
-//! bf16: the reference runs on the weights rounded to bf16 as stored; the GPU also rounds its
-//! activations between kernels (the residual stream and the logits stay f32), hence tolerances
-//! in nats of 5e-2 at most and 1e-2 on average; f32 storage is held to 2e-3 and 2e-4.
+//! f32 storage is the sharp check, held to the CPU's own tolerance (1e-4 nats at most, 1e-5 on
+//! average; measured on an H200: 2.6e-6 and 5.7e-7): on the tiny model one token more of
+//! distant past moves later log-probabilities by ~1e-3 on average, which it would catch. bf16:
+//! the reference runs on the weights rounded to bf16 as stored; the GPU also rounds its
+//! activations between kernels (the residual stream and the logits stay f32), which at d_model
+//! 32 does not average out: measured max 4.3e-2 nats, mean 7.1e-3 (2026-11-28), held to 8e-2
+//! and 1.2e-2 so kernel changes of the same precision pass.
 
 mod common;
 
@@ -15,12 +19,12 @@ use samba_model::Layout;
 use samba_runtime::{Device, Engine, EngineState, GpuDtype, RuntimeError};
 
 const F32_TOL: Tol = Tol {
-    max: 2e-3,
-    mean: 2e-4,
+    max: 1e-4,
+    mean: 1e-5,
 };
 const BF16_TOL: Tol = Tol {
-    max: 5e-2,
-    mean: 1e-2,
+    max: 8e-2,
+    mean: 1.2e-2,
 };
 
 /// The first GPU, or None (with a note) on a machine without one.
