@@ -7,22 +7,32 @@
 // k_cache, v_cache [batch, cap, kv_heads * head_dim]; key p is this token's own, in qkv
 // [batch, 1, (heads + 2 kv_heads) head_dim] (roped, grouped-interleaved).
 //
-// attention_decode_fwd: block (split, h, b) takes the split-th of n_split equal ranges of those
-// keys and writes its partial softmax, in the scaled log domain:
+// Block (split, h, b) takes the split-th of n_split equal ranges of those keys and writes its
+// partial softmax, in the scaled log domain:
 //   m = max_j s_j,  l = sum_j exp(s_j - m),  acc = sum_j exp(s_j - m) v_j,  s_j = q . k_j / sqrt(hd)
 // to part [batch, heads, n_split, head_dim + 2] as (acc[0..hd), m, l); an empty range writes m = -inf.
-// attention_decode_combine: block (h, b) merges the splits:
+// The last block of a (sequence, kv group) to finish (counted in done [batch, kv_heads], which
+// that block sets back to 0) merges the splits of each query head of the group:
 //   M = max m_s,  out = sum_s exp(m_s - M) acc_s / sum_s exp(m_s - M) l_s
-// and, in the blocks of the first query head of each kv group, stores this token's key and value
-// into ring slot p % cap (after every split has read the ring, so the slot's old key, still
-// visible to p when cap = window - 1, is read before it is overwritten).
+// and then stores this token's key and value into ring slot p % cap: after every block of the
+// group has read the ring, so the slot's old key, still visible to p when cap = window - 1, is
+// read before it is overwritten. One kernel: no separate merge.
 //
 // Lanes: a key's head_dim values are read by LPK lanes, each DPL = hd / LPK consecutive values
-// (vectors of 16 bytes); 32 / LPK keys per warp step. The host checks hd % (16 / sizeof(T)) == 0
-// and DPL <= DEC_MAX_DPL.
+// (vectors of 16 bytes); 32 / LPK keys per warp step. The host checks hd % (16 / sizeof(T)) == 0,
+// DPL <= DEC_MAX_DPL and n_split <= DEC_MAX_SPLITS.
 #define DEC_WARPS 4
 #define DEC_MAX_DPL 8
 #define DEC_UNROLL 4
+#define DEC_MAX_SPLITS 1024
+#define DEC_MERGE_LOADS 16
+
+// A load that skips L1: partial results written by other blocks of this kernel.
+__device__ __forceinline__ float ld_cg(const float* p) {
+    float v;
+    asm volatile("ld.global.cg.f32 %0, [%1];" : "=f"(v) : "l"(p));
+    return v;
+}
 
 template <typename T>
 __device__ __forceinline__ void ld_vec(float* dst, const T* src, int n);
@@ -54,9 +64,58 @@ __device__ __forceinline__ void ld_vec<bf16_t>(float* dst, const bf16_t* src, in
     }
 }
 
+// The merge of one query head's splits into out (see the top of the file); 128 threads. Every
+// load it needs first (each split's m and l, and the first DEC_MERGE_LOADS splits' values of this
+// thread's first output), then the arithmetic: one round trip for up to DEC_MERGE_LOADS splits.
 template <typename T>
-__device__ void attention_decode_fwd(float* part, const T* qkv, const T* k_cache, const T* v_cache, const int* pos,
-                                     int heads, int kv_heads, int hd, int cap, int window, int n_split) {
+__device__ void attention_decode_merge(T* out, const float* part, int b, int h, int heads, int hd, int n_split) {
+    __shared__ float s_w[DEC_MAX_SPLITS], s_l[DEC_MAX_SPLITS];
+    __shared__ float scratch[32];
+    const float* src = part + ((long)b * heads + h) * n_split * (hd + 2);
+    const int d0 = threadIdx.x;
+    float v[DEC_MERGE_LOADS];
+#pragma unroll
+    for (int j = 0; j < DEC_MERGE_LOADS; ++j) v[j] = j < n_split && d0 < hd ? ld_cg(src + j * (hd + 2) + d0) : 0.0f;
+    float big = -INFINITY;
+    for (int s = threadIdx.x; s < n_split; s += blockDim.x) {
+        const float ms = ld_cg(src + s * (hd + 2) + hd);
+        s_w[s] = ms;
+        s_l[s] = ld_cg(src + s * (hd + 2) + hd + 1);
+        big = fmaxf(big, ms);
+    }
+    big = block_max(big, scratch);  // its barriers also publish s_w, s_l
+    float l = 0.0f;
+    for (int s = threadIdx.x; s < n_split; s += blockDim.x) {
+        const float wgt = s_w[s] == -INFINITY ? 0.0f : expf(s_w[s] - big);
+        s_w[s] = wgt;
+        l += wgt * s_l[s];
+    }
+    l = block_sum(l, scratch);  // and the weights
+    const float inv_l = 1.0f / l;
+    T* o = out + ((long)b * heads + h) * hd;
+    for (int d = d0; d < hd; d += blockDim.x) {
+        float a = 0.0f;
+        for (int s0 = 0; s0 < n_split; s0 += DEC_MERGE_LOADS) {
+            if (s0 > 0 || d > d0) {
+#pragma unroll
+                for (int j = 0; j < DEC_MERGE_LOADS; ++j)
+                    v[j] = s0 + j < n_split ? ld_cg(src + (s0 + j) * (hd + 2) + d) : 0.0f;
+            }
+#pragma unroll
+            for (int j = 0; j < DEC_MERGE_LOADS; ++j)
+                if (s0 + j < n_split && s_w[s0 + j] != 0.0f) a += v[j] * s_w[s0 + j];
+        }
+        st(o + d, a * inv_l);
+    }
+    __syncthreads();  // s_w, s_l and scratch are reused by the next head's merge
+}
+
+template <typename T>
+__device__ void attention_decode_fwd(T* out, float* part, unsigned* done, const T* qkv, T* k_cache, T* v_cache,
+                                     const int* pos, int heads, int kv_heads, int hd, int cap, int window,
+                                     int n_split) {
+    pdl_wait();
+    pdl_trigger();
     constexpr int VEC = 16 / sizeof(T);
     const int split = blockIdx.x, h = blockIdx.y, b = blockIdx.z;
     const int q_per_kv = heads / kv_heads, g = h / q_per_kv;
@@ -179,60 +238,34 @@ __device__ void attention_decode_fwd(float* part, const T* qkv, const T* k_cache
         dst[hd] = big;
         dst[hd + 1] = ls;
     }
-}
 
-// out [batch, 1, heads * hd] (T); block (h, b); see the top of the file.
-template <typename T>
-__device__ void attention_decode_combine(T* out, T* k_cache, T* v_cache, const float* part, const T* qkv,
-                                         const int* pos, int heads, int kv_heads, int hd, int cap, int n_split) {
-    const int h = blockIdx.x, b = blockIdx.y;
-    const float* src = part + ((long)b * heads + h) * n_split * (hd + 2);
-    float big = -INFINITY;
-    for (int s = 0; s < n_split; ++s) big = fmaxf(big, src[s * (hd + 2) + hd]);
-    float l = 0.0f;
-    for (int s = 0; s < n_split; ++s) {
-        const float ms = src[s * (hd + 2) + hd];
-        if (ms != -INFINITY) l += src[s * (hd + 2) + hd + 1] * expf(ms - big);
-    }
-    const float inv_l = 1.0f / l;
-    T* o = out + ((long)b * heads + h) * hd;
-    for (int d = threadIdx.x; d < hd; d += blockDim.x) {
-        float a = 0.0f;
-        for (int s = 0; s < n_split; ++s) {
-            const float ms = src[s * (hd + 2) + hd];
-            if (ms != -INFINITY) a += src[s * (hd + 2) + d] * expf(ms - big);
-        }
-        st(o + d, a * inv_l);
-    }
-    const int q_per_kv = heads / kv_heads;
-    if (cap > 0 && h % q_per_kv == 0) {
-        const int g = h / q_per_kv;
-        const int group_dim = (q_per_kv + 2) * hd, qkv_dim = (heads + 2 * kv_heads) * hd;
-        const T* kr = qkv + (long)b * qkv_dim + g * group_dim + q_per_kv * hd;
-        const long slot = ((long)b * cap + pos[b] % cap) * kv_heads * hd + (long)g * hd;
+    // Count this block done; the group's last block merges and stores the key and value.
+    __shared__ bool s_last;
+    __threadfence();
+    __syncthreads();
+    unsigned* counter = done + (long)b * kv_heads + g;
+    if (threadIdx.x == 0) s_last = atomicAdd(counter, 1u) == (unsigned)(q_per_kv * n_split - 1);
+    __syncthreads();
+    if (!s_last) return;
+    __threadfence();
+    for (int hh = g * q_per_kv; hh < (g + 1) * q_per_kv; ++hh)
+        attention_decode_merge(out, part, b, hh, heads, hd, n_split);
+    if (cap > 0) {
+        const long slot = ((long)b * cap + p % cap) * kv_dim + (long)g * hd;
         for (int d = threadIdx.x; d < hd; d += blockDim.x) {
-            k_cache[slot + d] = kr[d];
-            v_cache[slot + d] = kr[hd + d];
+            k_cache[slot + d] = row[k_col + d];
+            v_cache[slot + d] = row[v_col + d];
         }
     }
+    if (threadIdx.x == 0) *counter = 0u;
 }
 
-#define DEC_ARGS(T)                                                                                       \
-    float *part, const T *qkv, const T *k_cache, const T *v_cache, const int *pos, int heads, int kv_heads, \
-        int hd, int cap, int window, int n_split
+#define DEC_ARGS(T)                                                                                   \
+    T *out, float *part, unsigned *done, const T *qkv, T *k_cache, T *v_cache, const int *pos, int heads, \
+        int kv_heads, int hd, int cap, int window, int n_split
 extern "C" __global__ void __launch_bounds__(128) attention_decode_fwd_f32(DEC_ARGS(float)) {
-    attention_decode_fwd(part, qkv, k_cache, v_cache, pos, heads, kv_heads, hd, cap, window, n_split);
+    attention_decode_fwd(out, part, done, qkv, k_cache, v_cache, pos, heads, kv_heads, hd, cap, window, n_split);
 }
 extern "C" __global__ void __launch_bounds__(128) attention_decode_fwd_bf16(DEC_ARGS(bf16_t)) {
-    attention_decode_fwd(part, qkv, k_cache, v_cache, pos, heads, kv_heads, hd, cap, window, n_split);
-}
-extern "C" __global__ void attention_decode_combine_f32(float* out, float* k_cache, float* v_cache, const float* part,
-                                                        const float* qkv, const int* pos, int heads, int kv_heads,
-                                                        int hd, int cap, int n_split) {
-    attention_decode_combine(out, k_cache, v_cache, part, qkv, pos, heads, kv_heads, hd, cap, n_split);
-}
-extern "C" __global__ void attention_decode_combine_bf16(bf16_t* out, bf16_t* k_cache, bf16_t* v_cache,
-                                                         const float* part, const bf16_t* qkv, const int* pos,
-                                                         int heads, int kv_heads, int hd, int cap, int n_split) {
-    attention_decode_combine(out, k_cache, v_cache, part, qkv, pos, heads, kv_heads, hd, cap, n_split);
+    attention_decode_fwd(out, part, done, qkv, k_cache, v_cache, pos, heads, kv_heads, hd, cap, window, n_split);
 }

@@ -21,18 +21,28 @@ pub struct KernelFile {
     pub source: &'static str,
     /// Every entry point of the file (checked by the compile test).
     pub entries: &'static [&'static str],
+    /// Shared code placed between `common.cuh` and the file (e.g. [`PDL`]), or "".
+    pub prelude: &'static str,
 }
 
 /// Prepended to every kernel file: bf16 as raw bits, loads and stores, silu, softplus and
 /// warp/block reductions.
 pub const COMMON: &str = include_str!("../kernels/common.cuh");
 
+/// Prepended (after [`COMMON`]) to the files whose kernels are launched with programmatic
+/// dependent launch (`ops::pdl`): `pdl_wait` and `pdl_trigger` (griddepcontrol, sm_90+).
+pub const PDL: &str = include_str!("../kernels/pdl.cuh");
+
 macro_rules! kernel_file {
     ($name:literal, [$($entry:literal),* $(,)?]) => {
+        kernel_file!($name, prelude = "", [$($entry),*])
+    };
+    ($name:literal, prelude = $prelude:expr, [$($entry:literal),* $(,)?]) => {
         KernelFile {
             name: $name,
             source: include_str!(concat!("../kernels/", $name, ".cu")),
             entries: &[$($entry),*],
+            prelude: $prelude,
         }
     };
 }
@@ -113,12 +123,8 @@ pub const ATTENTION_MMA: KernelFile = kernel_file!(
 );
 pub const ATTENTION_DECODE: KernelFile = kernel_file!(
     "attention_decode",
-    [
-        "attention_decode_fwd_f32",
-        "attention_decode_fwd_bf16",
-        "attention_decode_combine_f32",
-        "attention_decode_combine_bf16",
-    ]
+    prelude = PDL,
+    ["attention_decode_fwd_f32", "attention_decode_fwd_bf16"]
 );
 pub const CROSS_ENTROPY: KernelFile = kernel_file!(
     "cross_entropy",
@@ -135,12 +141,22 @@ pub const RESIDUAL: KernelFile = kernel_file!(
 );
 pub const GEMV: KernelFile = kernel_file!(
     "gemv",
+    prelude = PDL,
     [
         "gemv_fwd_f32",
         "gemv_fwd_bf16",
-        "gemv_f32out_f32",
-        "gemv_f32out_bf16",
+        "gemv_swiglu_fwd_f32",
+        "gemv_swiglu_fwd_bf16",
+        "gemv_rope_fwd_f32",
+        "gemv_rope_fwd_bf16",
+        "gemv_conv_fwd_f32",
+        "gemv_conv_fwd_bf16",
     ]
+);
+pub const MAMBA_DECODE: KernelFile = kernel_file!(
+    "mamba_decode",
+    prelude = PDL,
+    ["mamba_scan_step_fwd_f32", "mamba_scan_step_fwd_bf16"]
 );
 pub const STATE: KernelFile = kernel_file!(
     "state",
@@ -166,6 +182,7 @@ pub const KERNEL_FILES: &[&KernelFile] = &[
     &RESIDUAL,
     &STATE,
     &GEMV,
+    &MAMBA_DECODE,
 ];
 
 /// Whether libnvrtc can be loaded (from LD_LIBRARY_PATH or the system's library folders).
@@ -212,14 +229,19 @@ fn options(arch: &str) -> Vec<String> {
             opts.push(format!("--include-path={dir}"));
         }
     }
+    // Tuning: `SAMBA_NVRTC_DEFINES="GEMV_VECS=8 GEMV_MIN_BLOCKS=3"` overrides a kernel's
+    // compile-time constants (those a file guards with #ifndef) without a rebuild.
+    if let Ok(defs) = std::env::var("SAMBA_NVRTC_DEFINES") {
+        opts.extend(defs.split_whitespace().map(|d| format!("-D{d}")));
+    }
     opts
 }
 
 /// The full source NVRTC compiles for one file.
 pub fn full_source(file: &KernelFile) -> String {
     format!(
-        "{COMMON}\n// ---- kernels/{}.cu\n{}",
-        file.name, file.source
+        "{COMMON}\n{}\n// ---- kernels/{}.cu\n{}",
+        file.prelude, file.name, file.source
     )
 }
 

@@ -294,6 +294,8 @@ fn decode_case<T: Elem>(
     let n_split = decode_splits(batch, heads, cap);
     let mut part = poisoned::<f32>(dev, batch * heads * n_split * (head_dim + 2));
     let mut g_out = poisoned::<T>(dev, expected.len());
+    // The count of finished blocks per (sequence, kv group): zeros before, zeros after.
+    let mut done = dev.zeros::<u32>(batch * kv_heads).expect("alloc");
     {
         let (mut k, mut v) = (k.slice_mut(0..ring), v.slice_mut(0..ring));
         if before > 0 {
@@ -316,6 +318,7 @@ fn decode_case<T: Elem>(
             dev,
             &mut g_out,
             &mut part,
+            &mut done,
             &up::<T>(dev, &qkv_new),
             dims,
             window,
@@ -335,6 +338,11 @@ fn decode_case<T: Elem>(
         &down(dev, &g_out),
         &expected,
         tol::<T>(),
+    );
+    let left = dev.download(&done).expect("download");
+    assert!(
+        left.iter().all(|&c| c == 0),
+        "attention_decode_fwd left its block counts at {left:?}, not zero"
     );
     // Keys then values of the rings, against the CPU cache's (copies: exact).
     if ring > 0 {

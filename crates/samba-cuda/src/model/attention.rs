@@ -114,6 +114,7 @@ pub(super) fn forward<T: Elem>(
                     dev,
                     &mut a.att,
                     &mut part.slice_mut(0..shape.batch * c.heads * n_split * (c.head_dim + 2)),
+                    &mut a.done.slice_mut(0..shape.batch * c.kv_heads),
                     &a.qkv,
                     dims,
                     window,

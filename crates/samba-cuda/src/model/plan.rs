@@ -43,6 +43,8 @@ pub(crate) struct AttentionScratch<T> {
     pub qkv: Buffer<T>,
     /// [rows, H hd]
     pub att: Buffer<T>,
+    /// [batch, G]: the decoding attention's count of finished blocks (zero between steps).
+    pub done: Buffer<u32>,
 }
 
 pub(crate) struct MlpScratch<T> {
@@ -105,7 +107,7 @@ impl<T: Elem> CudaActivations<T> {
                 * t;
         }
         if let Some(a) = &self.attention {
-            n += (a.qkv.len() + a.att.len()) * t;
+            n += (a.qkv.len() + a.att.len()) * t + a.done.len() * 4;
         }
         if let Some(m) = &self.mlp {
             n += (m.gate_up.len() + m.act.len()) * t;
@@ -143,7 +145,8 @@ struct Plan {
     d: usize,
     vocab: usize,
     mamba: Option<[usize; 6]>,
-    attention: Option<(usize, usize)>,
+    /// qkv, att, done
+    attention: Option<(usize, usize, usize)>,
     mlp_hidden: Option<usize>,
 }
 
@@ -187,7 +190,13 @@ impl Plan {
                     shape.batch * (c.d_conv - 1) * e,
                 ]
             }),
-            attention: has_attention.then(|| (rows * c.qkv_dim(), rows * c.heads * c.head_dim)),
+            attention: has_attention.then(|| {
+                (
+                    rows * c.qkv_dim(),
+                    rows * c.heads * c.head_dim,
+                    shape.batch * c.kv_heads,
+                )
+            }),
             mlp_hidden,
         }
     }
@@ -198,8 +207,8 @@ impl Plan {
         if let Some(m) = self.mamba {
             n += m.iter().sum::<usize>() * t;
         }
-        if let Some((qkv, att)) = self.attention {
-            n += (qkv + att) * t;
+        if let Some((qkv, att, done)) = self.attention {
+            n += (qkv + att) * t + done * 4;
         }
         if let Some(h) = self.mlp_hidden {
             n += 3 * self.rows * h * t;
@@ -230,9 +239,10 @@ impl<T: Elem> CudaModel<T> {
             None => None,
         };
         let attention = match plan.attention {
-            Some((qkv, att)) => Some(AttentionScratch {
+            Some((qkv, att, done)) => Some(AttentionScratch {
                 qkv: zeros_t(qkv)?,
                 att: zeros_t(att)?,
+                done: dev.zeros::<u32>(done.max(1))?,
             }),
             None => None,
         };

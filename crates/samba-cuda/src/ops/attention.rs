@@ -13,6 +13,7 @@
 use cudarc::driver::{DevicePtr, DevicePtrMut, LaunchConfig, PushKernelArg};
 use samba_cpu::ops::attention::QkvDims;
 
+use super::pdl::{self, Args};
 use super::rope::check_qkv_dims;
 use super::{entry, StateIn, StateOut};
 use crate::compile::{ATTENTION, ATTENTION_DECODE, ATTENTION_MMA};
@@ -27,8 +28,10 @@ const MAX_HEAD_DIM: usize = 256;
 /// Queries per block and keys per tile of the tensor-core kernel (MMA_BQ, MMA_BK).
 const MMA_BQ: usize = 64;
 const MMA_BK: usize = 64;
-/// Values per lane of the decoding kernel (DEC_MAX_DPL).
+/// Values per lane of the decoding kernel (DEC_MAX_DPL), and its largest number of splits
+/// (DEC_MAX_SPLITS).
 const DEC_MAX_DPL: usize = 8;
+const DEC_MAX_SPLITS: usize = 1024;
 
 /// Which kernel runs a (prefill) attention.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -315,13 +318,16 @@ pub fn decode_splits(batch: usize, heads: usize, max_keys: usize) -> usize {
 /// One decoding step: the new token of each sequence (`qkv` [batch, 1, qkv_dim], roped) attends
 /// to its ring of earlier keys and itself, and its key and value are then stored in the ring
 /// (slot `pos[b] % cap`, after every read of the ring). out [batch, 1, heads * head_dim];
-/// `part` [batch, heads, n_split, head_dim + 2] f32 is scratch for the split partial results.
+/// `part` [batch, heads, n_split, head_dim + 2] f32 is scratch for the split partial results;
+/// `done` [batch, kv_heads] counts finished blocks: zeros before the first call, and the kernel
+/// leaves them zero. One kernel: the last block of each (sequence, kv group) merges the splits.
 /// The CPU's `attention_cached_fwd` with seq = 1 followed by the cache push.
 #[allow(clippy::too_many_arguments)]
 pub fn attention_decode_fwd<T: Elem>(
     dev: &CudaDevice,
     out: &mut impl DevicePtrMut<T>,
     part: &mut impl DevicePtrMut<f32>,
+    done: &mut impl DevicePtrMut<u32>,
     qkv: &impl DevicePtr<T>,
     dims: QkvDims,
     window: Option<usize>,
@@ -336,12 +342,13 @@ pub fn attention_decode_fwd<T: Elem>(
     if dims.seq != 1
         || window == Some(0)
         || n_split == 0
+        || n_split > DEC_MAX_SPLITS
         || decode_lanes::<T>(dims.head_dim).is_none()
     {
         return Err(CudaError::Unsupported {
             op: OP,
             reason: format!(
-                "one token per sequence (seq = {}), a window of at least 1 ({window:?}), n_split >= 1 ({n_split}) and a head_dim of 16-byte vectors over at most 32 lanes ({} values of {})",
+                "one token per sequence (seq = {}), a window of at least 1 ({window:?}), 1 <= n_split <= {DEC_MAX_SPLITS} ({n_split}) and a head_dim of 16-byte vectors over at most 32 lanes ({} values of {})",
                 dims.seq,
                 dims.head_dim,
                 T::SUFFIX
@@ -394,6 +401,13 @@ pub fn attention_decode_fwd<T: Elem>(
         "[batch, cap, kv_heads * head_dim]",
     )?;
     check_len(OP, "pos", pos.len(), b, "[batch]")?;
+    check_len(
+        OP,
+        "done",
+        done.len(),
+        b * dims.kv_heads,
+        "[batch, kv_heads]",
+    )?;
     if b == 0 || h == 0 {
         return Ok(());
     }
@@ -419,66 +433,39 @@ pub fn attention_decode_fwd<T: Elem>(
     };
     let splits = to_i32(OP, "n_split", n_split)?;
     let s = dev.stream();
-    let (part_p, _g0) = part.device_ptr_mut(s);
-    let (q_p, _g1) = qkv.device_ptr(s);
-    let (k_p, _g2) = k_ring.device_ptr_mut(s);
-    let (v_p, _g3) = v_ring.device_ptr_mut(s);
-    let (p_p, _g4) = pos.device_ptr(s);
-    let (o_p, _g5) = out.device_ptr_mut(s);
-
+    let (o_p, _g0) = out.device_ptr_mut(s);
+    let (part_p, _g1) = part.device_ptr_mut(s);
+    let (done_p, _g2) = done.device_ptr_mut(s);
+    let (q_p, _g3) = qkv.device_ptr(s);
+    let (k_p, _g4) = k_ring.device_ptr_mut(s);
+    let (v_p, _g5) = v_ring.device_ptr_mut(s);
+    let (p_p, _g6) = pos.device_ptr(s);
     let f = dev.function(&ATTENTION_DECODE, &entry::<T>(OP), 0)?;
-    let mut launch = s.launch_builder(&f);
-    launch
-        .arg(&part_p)
-        .arg(&q_p)
-        .arg(&k_p)
-        .arg(&v_p)
-        .arg(&p_p)
-        .arg(&heads)
-        .arg(&kv_heads)
-        .arg(&head_dim)
-        .arg(&cap_i)
-        .arg(&win)
-        .arg(&splits);
+    let args = Args::new()
+        .ptr(o_p)
+        .ptr(part_p)
+        .ptr(done_p)
+        .ptr(q_p)
+        .ptr(k_p)
+        .ptr(v_p)
+        .ptr(p_p)
+        .i32(heads)
+        .i32(kv_heads)
+        .i32(head_dim)
+        .i32(cap_i)
+        .i32(win)
+        .i32(splits);
     let cfg = LaunchConfig {
         grid_dim: (n_split as u32, heads_u, batch_u),
         block_dim: (128, 1, 1),
         shared_mem_bytes: 0,
     };
-    // SAFETY: arguments match attention_decode_fwd_<T>(float*, const T*, const T*, const T*,
+    // SAFETY: arguments match attention_decode_fwd_<T>(T*, float*, unsigned*, const T*, T*, T*,
     // const int*, int x 6); every buffer holds what its shape needs (checked above); head_dim
     // spreads over at most 32 lanes of at most DEC_MAX_DPL values each (decode_lanes), within
-    // the kernel's 256-value shared rows; the ring holds every key the window can see
-    // (cap >= window - 1, or every position for full attention: the state's promise).
-    unsafe { launch.launch(cfg) }.map_err(driver("launching attention_decode_fwd"))?;
-
-    let f = dev.function(
-        &ATTENTION_DECODE,
-        &entry::<T>("attention_decode_combine"),
-        0,
-    )?;
-    let mut launch = s.launch_builder(&f);
-    launch
-        .arg(&o_p)
-        .arg(&k_p)
-        .arg(&v_p)
-        .arg(&part_p)
-        .arg(&q_p)
-        .arg(&p_p)
-        .arg(&heads)
-        .arg(&kv_heads)
-        .arg(&head_dim)
-        .arg(&cap_i)
-        .arg(&splits);
-    let cfg = LaunchConfig {
-        grid_dim: (heads_u, batch_u, 1),
-        block_dim: (128, 1, 1),
-        shared_mem_bytes: 0,
-    };
-    // SAFETY: arguments match attention_decode_combine_<T>(T*, T*, T*, const float*, const T*,
-    // const int*, int x 5); part was fully written by the launch before (every split writes its
-    // slot, an empty one m = -inf); the ring slot pos[b] % cap is inside the ring (cap > 0 is
-    // checked by the kernel).
-    unsafe { launch.launch(cfg) }.map_err(driver("launching attention_decode_combine"))?;
-    Ok(())
+    // the kernel's 256-value shared rows; n_split <= DEC_MAX_SPLITS (the merge's weights); the
+    // ring holds every key the window can see (cap >= window - 1, or every position for full
+    // attention: the state's promise); `done` is zero between calls (each group's last block
+    // resets its counter).
+    unsafe { pdl::launch(dev, &f, cfg, &args, OP) }
 }

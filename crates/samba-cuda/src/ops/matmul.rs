@@ -10,11 +10,11 @@ use cudarc::cublas::sys::{
     cublasComputeType_t, cublasGemmAlgo_t, cublasOperation_t, cudaDataType_t,
 };
 use cudarc::cublas::{CudaBlas, Gemm, GemmConfig};
-use cudarc::driver::{DevicePtr, DevicePtrMut, LaunchConfig, PushKernelArg};
+use cudarc::driver::{DevicePtr, DevicePtrMut};
 use samba_cpu::ops::matmul::LinearDims;
 
-use crate::compile::GEMV;
-use crate::error::{check_len, driver, to_i32, Result};
+use super::gemv::{gemv_applies, gemv_fwd, GemvInput, GemvOut};
+use crate::error::{check_len, to_i32, Result};
 use crate::{CudaDevice, CudaError, Elem};
 
 /// out [rows, out_features] = inp [rows, in_features] @ w^T, w [out_features, in_features].
@@ -88,11 +88,6 @@ where
     })
 }
 
-/// Rows at most this many go through the GEMV kernel (GEMV_MAX_ROWS in kernels/gemv.cu).
-const GEMV_MAX_ROWS: usize = 4;
-/// Warps per block of the GEMV kernel.
-const GEMV_WARPS: usize = 8;
-
 /// Where a dense layer writes: rows of T, or rows of f32 (the logits), optionally added to what
 /// is there (the residual stream: x += branch in the same pass).
 enum Dest {
@@ -104,7 +99,8 @@ enum Dest {
 /// apart) @ w^T, w [out_features, in_features] contiguous: a dense layer that reads its input
 /// from, or writes its output into, columns of a wider buffer (Mamba's dt_proj reads dt_low in
 /// place from x_proj's [dt_low | B | C]). cublasGemmEx with f32 accumulation (f32 in the
-/// default math mode: no TF32); in f32 storage up to 4 rows (decoding) run the GEMV kernel.
+/// default math mode: no TF32); up to 4 rows (decoding) in f32 run the GEMV kernel
+/// ([`use_gemv`]).
 #[allow(clippy::too_many_arguments)]
 pub fn linear_fwd_strided<T: Elem>(
     dev: &CudaDevice,
@@ -124,6 +120,17 @@ pub fn linear_fwd_strided<T: Elem>(
         w.len(),
         dims,
     )?;
+    if use_gemv::<T>(dims) {
+        let out = GemvOut::Elem {
+            out,
+            stride: out_stride,
+        };
+        let input = GemvInput::Rows {
+            inp,
+            stride: inp_stride,
+        };
+        return gemv_fwd(dev, out, input, w, dims);
+    }
     let s = dev.stream();
     let (o_p, _g0) = out.device_ptr_mut(s);
     let (i_p, _g1) = inp.device_ptr(s);
@@ -154,6 +161,18 @@ pub fn linear_fwd_into_f32<T: Elem>(
         w.len(),
         dims,
     )?;
+    if use_gemv::<T>(dims) {
+        let out = GemvOut::F32 {
+            out,
+            stride: out_stride,
+            accumulate,
+        };
+        let input = GemvInput::Rows {
+            inp,
+            stride: inp_stride,
+        };
+        return gemv_fwd(dev, out, input, w, dims);
+    }
     let s = dev.stream();
     let (o_p, _g0) = out.device_ptr_mut(s);
     let (i_p, _g1) = inp.device_ptr(s);
@@ -221,21 +240,19 @@ fn check_strided(
     Ok(())
 }
 
-/// Whether the GEMV kernel takes these rows: f32 storage (in bf16, cuBLAS reads the weights of a
-/// one-row product faster: on the H200 a 64-row [9216, 2304] bf16 GEMM ran at 96% of the copy
-/// bandwidth, this kernel at 65% with one row, and a whole decoding step was 1.5 ms through cuBLAS
-/// against 1.7 ms through this kernel; in f32 the kernel ran at 75%, cuBLAS's SIMT GEMM at 26%),
-/// few rows, 16-byte aligned weight rows and input rows (8 values per lane step), and not
-/// switched off (`SAMBA_GEMV=0`).
-fn gemv_applies<T: Elem>(i_p: u64, inp_stride: usize, w_p: u64, dims: LinearDims) -> bool {
-    let vec = 16 / std::mem::size_of::<T>();
-    T::SUFFIX == "f32"
-        && dims.rows <= GEMV_MAX_ROWS
-        && dims.in_features % 8 == 0
-        && inp_stride % vec == 0
-        && i_p % 16 == 0
-        && w_p % 16 == 0
-        && std::env::var("SAMBA_GEMV").map_or(true, |v| v != "0")
+/// Whether a dense layer runs on the GEMV kernel (`gemv_fwd`, kernels/gemv.cu) rather than
+/// cuBLAS: up to 4 rows (a decoding step), in f32 storage unless `SAMBA_GEMV=0` (cuBLAS's f32
+/// path ran at 26% of the bandwidth with few rows), in bf16 only with `SAMBA_GEMV=1`: on the
+/// H200 cuBLAS streamed one row's cold bf16 weights at 64-90% of the bandwidth and the GEMV
+/// kernel at 52-68%, and a decoding step took 1.36 ms on cuBLAS against 1.64 ms on the kernel.
+fn use_gemv<T: Elem>(dims: LinearDims) -> bool {
+    let switch = std::env::var("SAMBA_GEMV");
+    let on = if T::SUFFIX == "f32" {
+        switch.map_or(true, |v| v != "0")
+    } else {
+        switch.is_ok_and(|v| v == "1")
+    };
+    on && dims.rows > 0 && dims.in_features > 0 && gemv_applies::<T>(dims.rows, dims.in_features)
 }
 
 /// The dense layer on raw pointers whose spans were checked by the caller.
@@ -264,42 +281,6 @@ fn dense<T: Elem>(
     let k = to_i32(OP, "in_features", in_features)?;
     let ldb = to_i32(OP, "inp_stride", inp_stride)?;
     let ldc = to_i32(OP, "out_stride", out_stride)?;
-    if gemv_applies::<T>(i_p, inp_stride, w_p, dims) {
-        let s = dev.stream();
-        let blocks = out_features.div_ceil(GEMV_WARPS).min(132 * 16) as u32;
-        let cfg = LaunchConfig {
-            grid_dim: (blocks, 1, 1),
-            block_dim: (32 * GEMV_WARPS as u32, 1, 1),
-            shared_mem_bytes: 0,
-        };
-        let (name, acc) = match dest {
-            Dest::Elem => (format!("gemv_fwd_{}", T::SUFFIX), None),
-            Dest::F32 { accumulate } => (
-                format!("gemv_f32out_{}", T::SUFFIX),
-                Some(accumulate as i32),
-            ),
-        };
-        let f = dev.function(&GEMV, &name, 0)?;
-        let mut launch = s.launch_builder(&f);
-        launch
-            .arg(&o_p)
-            .arg(&ldc)
-            .arg(&i_p)
-            .arg(&ldb)
-            .arg(&w_p)
-            .arg(&n)
-            .arg(&k)
-            .arg(&m);
-        if let Some(a) = &acc {
-            launch.arg(a);
-        }
-        // SAFETY: arguments match gemv_fwd_<T>(T*, int, const T*, int, const T*, int, int, int)
-        // or gemv_f32out_<T>(float*, int, const T*, int, const T*, int, int, int, int); the
-        // spans of out, inp and w were checked by the caller; rows <= 4, in_features % 8 == 0
-        // and 16-byte aligned rows (gemv_applies) as the kernel's vector loads need.
-        unsafe { launch.launch(cfg) }.map_err(driver("launching gemv"))?;
-        return Ok(());
-    }
     let in_type = if T::SUFFIX == "f32" {
         cudaDataType_t::CUDA_R_32F
     } else {

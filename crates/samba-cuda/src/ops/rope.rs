@@ -29,6 +29,16 @@ impl DeviceRopeTable {
             sin: dev.upload(table.sin())?,
         })
     }
+
+    /// cos [len, head_dim / 2]
+    pub(crate) fn cos(&self) -> &Buffer<f32> {
+        &self.cos
+    }
+
+    /// sin [len, head_dim / 2]
+    pub(crate) fn sin(&self) -> &Buffer<f32> {
+        &self.sin
+    }
 }
 
 /// Checks a QkvDims the way the kernels need it: a positive multiple of kv heads, even head dim.
