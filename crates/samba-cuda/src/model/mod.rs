@@ -21,6 +21,7 @@
 
 mod attention;
 mod decode;
+mod fused;
 mod mamba;
 mod mlp;
 mod plan;
@@ -200,7 +201,13 @@ impl<T: Elem> CudaModel<T> {
             &self.tensor(self.layout.wte),
             c.d_model,
         )?;
+        // A decoding step (one token per sequence, a few sequences) runs the fused sublayers.
+        let fused = state.is_some() && fused::applies(self, acts);
         for (k, sub) in self.sublayers().enumerate() {
+            if let (true, Some(s)) = (fused, state.as_deref_mut()) {
+                fused::sublayer(self, acts, sub, s.layer(k))?;
+                continue;
+            }
             // normed = RMSNorm_k(x); the mixer then adds its output into x.
             residual_rmsnorm_fwd(
                 dev,
@@ -220,6 +227,13 @@ impl<T: Elem> CudaModel<T> {
                 MixerParams::FullAttention(p) => attention::forward(self, acts, &p, None, layer)?,
                 MixerParams::Mlp(p) => mlp::forward(self, acts, &p)?,
             }
+        }
+        if fused {
+            fused::head(self, acts)?;
+            if let Some(s) = state {
+                positions_advance(dev, s.positions_buffer(), shape.seq)?;
+            }
+            return Ok(());
         }
         // final_normed = RMSNorm_f(x_S) on the rows whose logits are wanted
         let rows = match acts.logit_rows {
