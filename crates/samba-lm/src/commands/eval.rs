@@ -195,6 +195,31 @@ fn save<T: Serialize>(out: Option<&Path>, meta: &ReportMeta, results: &T) -> Res
     Ok(())
 }
 
+/// Draws a picture after the report is saved, so that a machine without fonts (which plotters
+/// needs even for SVG text) loses the picture, not the evaluation.
+fn draw<E: Into<anyhow::Error>>(
+    path: &Path,
+    report: Option<&Path>,
+    f: impl FnOnce() -> std::result::Result<(), E>,
+) -> Result<()> {
+    match f() {
+        Ok(()) => {
+            eprintln!("picture: {}", path.display());
+            Ok(())
+        }
+        Err(e) => {
+            let kept = match report {
+                Some(r) => format!("the report is saved in {}", r.display()),
+                None => "give --out to keep the results as JSON".to_string(),
+            };
+            Err(e.into().context(format!(
+                "{}: the picture could not be drawn ({kept}; fonts: install fontconfig and a sans-serif font)",
+                path.display()
+            )))
+        }
+    }
+}
+
 fn read_text(path: &Path) -> Result<String> {
     let bytes = std::fs::read(path).with_context(|| format!("--file {}", path.display()))?;
     String::from_utf8(bytes).map_err(|e| {
@@ -269,15 +294,17 @@ fn ppl(args: PplArgs) -> Result<()> {
             );
         }
     }
-    if let Some(path) = &args.plot {
-        plot::plot_ppl(path, &report)?;
-        eprintln!("plot: {}", path.display());
-    }
     save(
         args.common.out.as_deref(),
         &meta("ppl", &m, &args.files, &args),
         &report,
-    )
+    )?;
+    if let Some(path) = &args.plot {
+        draw(path, args.common.out.as_deref(), || {
+            plot::plot_ppl(path, &report)
+        })?;
+    }
+    Ok(())
 }
 
 fn passkey(args: PasskeyArgs) -> Result<()> {
@@ -309,15 +336,17 @@ fn passkey(args: PasskeyArgs) -> Result<()> {
         row.iter().for_each(|a| print!(" {:>6.2}", a));
         println!(" {:>6.2}", report.accuracy_by_length[i]);
     }
-    if let Some(path) = &args.heatmap {
-        plot::plot_passkey(path, &report)?;
-        eprintln!("heatmap: {}", path.display());
-    }
     save(
         args.common.out.as_deref(),
         &meta("passkey", &m, &[], &args),
         &report,
-    )
+    )?;
+    if let Some(path) = &args.heatmap {
+        draw(path, args.common.out.as_deref(), || {
+            plot::plot_passkey(path, &report)
+        })?;
+    }
+    Ok(())
 }
 
 fn passkey_data(args: PasskeyDataArgs) -> Result<()> {
@@ -357,15 +386,17 @@ fn phonebook(args: PhonebookArgs) -> Result<()> {
             s.size, s.mean_tokens, s.accuracy
         );
     }
-    if let Some(path) = &args.plot {
-        plot::plot_phonebook(path, &report)?;
-        eprintln!("plot: {}", path.display());
-    }
     save(
         args.common.out.as_deref(),
         &meta("phonebook", &m, &[], &args),
         &report,
-    )
+    )?;
+    if let Some(path) = &args.plot {
+        draw(path, args.common.out.as_deref(), || {
+            plot::plot_phonebook(path, &report)
+        })?;
+    }
+    Ok(())
 }
 
 fn choice(args: ChoiceArgs) -> Result<()> {
