@@ -19,7 +19,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use samba_data::TextTokenizer;
 use samba_runtime::Engine;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::error::{EvalError, Result};
 use crate::scoring::greedy_decode;
@@ -199,7 +199,7 @@ pub struct PasskeyOptions {
     pub chunk: usize,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PasskeyTrial {
     pub key: String,
     pub key_position: usize,
@@ -207,7 +207,7 @@ pub struct PasskeyTrial {
     pub correct: bool,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PasskeyCell {
     pub length: usize,
     pub depth: f64,
@@ -215,7 +215,7 @@ pub struct PasskeyCell {
     pub trials: Vec<PasskeyTrial>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PasskeyReport {
     pub lengths: Vec<usize>,
     pub depths: Vec<f64>,

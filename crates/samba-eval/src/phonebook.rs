@@ -15,7 +15,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use samba_data::TextTokenizer;
 use samba_runtime::Engine;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::error::{EvalError, Result};
 use crate::scoring::greedy_decode;
@@ -153,7 +153,7 @@ pub struct PhonebookOptions {
     pub chunk: usize,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PhonebookTrial {
     pub name: String,
     pub number: String,
@@ -162,7 +162,7 @@ pub struct PhonebookTrial {
     pub correct: bool,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PhonebookSize {
     pub size: usize,
     pub accuracy: f64,
@@ -171,7 +171,7 @@ pub struct PhonebookSize {
     pub trials: Vec<PhonebookTrial>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PhonebookReport {
     pub sizes: Vec<PhonebookSize>,
 }

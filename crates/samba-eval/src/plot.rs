@@ -2,7 +2,9 @@
 //! fontconfig), chosen by the file's extension.
 //! - [`plot_ppl`]: perplexity against position (log x), one point per bucket;
 //! - [`plot_passkey`]: accuracy per (length, depth) as a heatmap, green = retrieved;
-//! - [`plot_phonebook`]: accuracy against phone book size.
+//! - [`plot_phonebook`]: accuracy against phone book size;
+//! - [`plot_report_file`]: the picture of a saved JSON report (`eval --out`), for reports made
+//!   on a machine that could not draw (no fonts) or to redraw them later.
 
 use std::path::Path;
 
@@ -176,4 +178,35 @@ pub fn plot_phonebook(path: &Path, report: &PhonebookReport) -> Result<()> {
         |a| draw_phonebook(a, report),
         |a| draw_phonebook(a, report),
     )
+}
+
+/// Draws the picture of the JSON report at `report` (written by `eval ppl|passkey|phonebook
+/// --out`) into `out`; returns which evaluation it was.
+pub fn plot_report_file(report: &Path, out: &Path) -> Result<String> {
+    let text = std::fs::read_to_string(report).map_err(|e| EvalError::io(report, e))?;
+    let json: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| EvalError::io(report, format!("not JSON: {e}")))?;
+    let eval = json["meta"]["eval"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let results = json["results"].clone();
+    let bad = |e: serde_json::Error| {
+        EvalError::io(
+            report,
+            format!("not an `eval {eval}` report's results: {e}"),
+        )
+    };
+    match eval.as_str() {
+        "ppl" => plot_ppl(out, &serde_json::from_value(results).map_err(bad)?)?,
+        "passkey" => plot_passkey(out, &serde_json::from_value(results).map_err(bad)?)?,
+        "phonebook" => plot_phonebook(out, &serde_json::from_value(results).map_err(bad)?)?,
+        other => return Err(EvalError::io(
+            report,
+            format!(
+                "a report of eval '{other}': pictures exist for ppl, passkey and phonebook reports"
+            ),
+        )),
+    }
+    Ok(eval)
 }

@@ -12,7 +12,7 @@
 use std::path::PathBuf;
 
 use samba_runtime::Engine;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::error::{EvalError, Result};
 use crate::scoring::score_tokens;
@@ -46,7 +46,7 @@ impl Default for PplOptions {
     }
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Bucket {
     /// Positions lo..hi (1-based token positions, hi exclusive).
     pub lo: usize,
@@ -56,7 +56,7 @@ pub struct Bucket {
     pub perplexity: f64,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct AtLength {
     pub length: usize,
     /// Documents with at least `length` tokens, which the numbers below pool.
@@ -67,7 +67,7 @@ pub struct AtLength {
     pub too_short: Vec<(PathBuf, usize)>,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct DocumentResult {
     pub path: PathBuf,
     pub tokens: usize,
@@ -77,7 +77,7 @@ pub struct DocumentResult {
     pub perplexity: f64,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct PplReport {
     pub documents: Vec<DocumentResult>,
     pub buckets: Vec<Bucket>,

@@ -30,6 +30,8 @@ pub enum EvalCommand {
     Phonebook(PhonebookArgs),
     /// Zero-shot multiple-choice accuracy (bigbench task.json or JSONL).
     Choice(ChoiceArgs),
+    /// Draw the picture of a saved report (ppl, passkey or phonebook `--out` JSON).
+    Plot(ReportPlotArgs),
 }
 
 #[derive(Args, Debug, Serialize)]
@@ -140,6 +142,16 @@ pub struct ChoiceArgs {
     pub limit: Option<usize>,
 }
 
+#[derive(Args, Debug)]
+pub struct ReportPlotArgs {
+    /// A report written by `eval ppl|passkey|phonebook --out`.
+    #[arg(long, value_name = "FILE")]
+    pub report: PathBuf,
+    /// The picture to write (.svg or .png).
+    #[arg(long, value_name = "FILE")]
+    pub out: PathBuf,
+}
+
 pub fn run(cmd: EvalCommand) -> Result<()> {
     match cmd {
         EvalCommand::Ppl(args) => ppl(args),
@@ -147,6 +159,11 @@ pub fn run(cmd: EvalCommand) -> Result<()> {
         EvalCommand::PasskeyData(args) => passkey_data(args),
         EvalCommand::Phonebook(args) => phonebook(args),
         EvalCommand::Choice(args) => choice(args),
+        EvalCommand::Plot(args) => {
+            let eval = plot::plot_report_file(&args.report, &args.out)?;
+            eprintln!("{eval} picture: {}", args.out.display());
+            Ok(())
+        }
     }
 }
 
