@@ -205,6 +205,21 @@ impl ScanHost {
         }
     }
 
+    /// The inputs on the device: u, delta_raw, delta_bias, a_log, B, C, D, z.
+    fn upload<T: Elem>(&self, dev: &CudaDevice) -> [samba_cuda::Buffer<T>; 8] {
+        [
+            &self.u,
+            &self.delta_raw,
+            &self.delta_bias,
+            &self.a_log,
+            &self.b,
+            &self.c,
+            &self.d_skip,
+            &self.z,
+        ]
+        .map(|v| up::<T>(dev, v))
+    }
+
     fn inputs(&self) -> ScanInputs<'_> {
         ScanInputs {
             u: &self.u,
@@ -216,6 +231,20 @@ impl ScanHost {
             d_skip: &self.d_skip,
             z: &self.z,
         }
+    }
+}
+
+/// Views of [`ScanHost::upload`]'s buffers as the scan's inputs.
+fn buffers<T: Elem>(g: &[samba_cuda::Buffer<T>; 8]) -> ScanBuffers<'_, T> {
+    ScanBuffers {
+        u: g[0].as_view(),
+        delta_raw: g[1].as_view(),
+        delta_bias: g[2].as_view(),
+        a_log: g[3].as_view(),
+        b: g[4].as_view(),
+        c: g[5].as_view(),
+        d_skip: g[6].as_view(),
+        z: g[7].as_view(),
     }
 }
 
@@ -234,27 +263,8 @@ fn scan_case<T: Elem>(dev: &CudaDevice, d: ScanDims, with_state: bool, s: u64) {
         Some(&mut st_out),
     );
 
-    let g = [
-        &h.u,
-        &h.delta_raw,
-        &h.delta_bias,
-        &h.a_log,
-        &h.b,
-        &h.c,
-        &h.d_skip,
-        &h.z,
-    ]
-    .map(|v| up::<T>(dev, v));
-    let bufs = ScanBuffers {
-        u: g[0].as_view(),
-        delta_raw: g[1].as_view(),
-        delta_bias: g[2].as_view(),
-        a_log: g[3].as_view(),
-        b: g[4].as_view(),
-        c: g[5].as_view(),
-        d_skip: g[6].as_view(),
-        z: g[7].as_view(),
-    };
+    let g = h.upload::<T>(dev);
+    let bufs = buffers(&g);
     let g_st_in = dev.upload(&st_in).expect("upload state");
     let mut g_out = poisoned::<T>(dev, out.len());
     let mut g_st_out = poisoned::<f32>(dev, d.state_len());
@@ -391,27 +401,8 @@ fn scan_plans_case<T: Elem>(dev: &CudaDevice, d: ScanDims, s: u64) {
         Some(&st_in[..]),
         Some(&mut st_out),
     );
-    let g = [
-        &h.u,
-        &h.delta_raw,
-        &h.delta_bias,
-        &h.a_log,
-        &h.b,
-        &h.c,
-        &h.d_skip,
-        &h.z,
-    ]
-    .map(|v| up::<T>(dev, v));
-    let bufs = ScanBuffers {
-        u: g[0].as_view(),
-        delta_raw: g[1].as_view(),
-        delta_bias: g[2].as_view(),
-        a_log: g[3].as_view(),
-        b: g[4].as_view(),
-        c: g[5].as_view(),
-        d_skip: g[6].as_view(),
-        z: g[7].as_view(),
-    };
+    let g = h.upload::<T>(dev);
+    let bufs = buffers(&g);
     let g_st_in = dev.upload(&st_in).expect("upload state");
     let mut plans = vec![ScanPlan::Lanes];
     let mut tpc = 1;

@@ -60,42 +60,15 @@ pub fn selective_scan_fwd<T: Elem>(
     state_in: Option<&dyn StateIn<f32>>,
     state_out: Option<&mut dyn StateOut<f32>>,
 ) -> Result<()> {
-    const OP: &str = "selective_scan_fwd";
-    let strides = ScanStrides::contiguous(dims);
-    check(OP, out.len(), inp, dims, strides)?;
-    for (what, st) in [
-        ("state_in", state_in.as_ref().map(|s| s.elems())),
-        ("state_out", state_out.as_ref().map(|s| s.elems())),
-    ] {
-        if let Some(n) = st {
-            check_len(OP, what, n, dims.state_len(), "[batch, d_inner, d_state]")?;
-        }
-    }
-    let s = dev.stream();
-    let (o_p, _g0) = out.device_ptr_mut(s);
-    let (si_p, _g1) = match state_in {
-        Some(st) => {
-            let (p, g) = st.ptr(s);
-            (p, Some(g))
-        }
-        None => (0u64, None),
-    };
-    let (so_p, _g2) = match state_out {
-        Some(st) => {
-            let (p, g) = st.ptr_mut(s);
-            (p, Some(g))
-        }
-        None => (0u64, None),
-    };
-    launch::<T>(
+    selective_scan_fwd_planned(
         dev,
-        ScanPlan::for_dims(dims),
-        o_p,
-        so_p,
-        si_p,
+        out,
         inp,
         dims,
-        strides,
+        ScanStrides::contiguous(dims),
+        state_in,
+        state_out,
+        ScanPlan::for_dims(dims),
     )
 }
 
