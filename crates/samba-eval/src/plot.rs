@@ -201,12 +201,14 @@ pub fn plot_report_file(report: &Path, out: &Path) -> Result<String> {
         "ppl" => plot_ppl(out, &serde_json::from_value(results).map_err(bad)?)?,
         "passkey" => plot_passkey(out, &serde_json::from_value(results).map_err(bad)?)?,
         "phonebook" => plot_phonebook(out, &serde_json::from_value(results).map_err(bad)?)?,
-        other => return Err(EvalError::io(
-            report,
-            format!(
+        other => {
+            return Err(EvalError::io(
+                report,
+                format!(
                 "a report of eval '{other}': pictures exist for ppl, passkey and phonebook reports"
             ),
-        )),
+            ))
+        }
     }
     Ok(eval)
 }
