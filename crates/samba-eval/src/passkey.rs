@@ -154,6 +154,9 @@ pub fn passkey_sample(
     })
 }
 
+/// Digits of every key ([`random_key`]).
+pub const KEY_DIGITS: usize = 5;
+
 /// A random 5-digit key.
 pub fn random_key(rng: &mut impl Rng) -> u32 {
     rng.random_range(10_000..100_000)
@@ -205,6 +208,9 @@ pub struct PasskeyTrial {
     pub key_position: usize,
     pub output: String,
     pub correct: bool,
+    /// Digits of the key the output has in their places ([`digits_correct`]).
+    #[serde(default)]
+    pub digits_correct: usize,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -212,6 +218,9 @@ pub struct PasskeyCell {
     pub length: usize,
     pub depth: f64,
     pub accuracy: f64,
+    /// The fraction of the keys' digits retrieved in place (chance: 0.1).
+    #[serde(default)]
+    pub digit_accuracy: f64,
     pub trials: Vec<PasskeyTrial>,
 }
 
@@ -223,6 +232,9 @@ pub struct PasskeyReport {
     pub accuracy: Vec<Vec<f64>>,
     /// Mean accuracy per length.
     pub accuracy_by_length: Vec<f64>,
+    /// Mean fraction of digits retrieved in place per length (chance: 0.1).
+    #[serde(default)]
+    pub digit_accuracy_by_length: Vec<f64>,
     pub cells: Vec<PasskeyCell>,
 }
 
@@ -246,6 +258,17 @@ pub fn is_correct(output: &str, key: &str) -> bool {
     digits == key
 }
 
+/// How many of the key's digits the output has in their places (leading spaces ignored): a
+/// graded measure for models that retrieve part of a key (chance: a tenth of the digits).
+pub fn digits_correct(output: &str, key: &str) -> usize {
+    output
+        .trim_start()
+        .chars()
+        .zip(key.chars())
+        .filter(|(o, k)| o == k)
+        .count()
+}
+
 /// Greedy retrieval of `keys` random keys at every (length, depth); `on_trial()` after each.
 pub fn evaluate_passkey(
     model: &Engine,
@@ -258,8 +281,10 @@ pub fn evaluate_passkey(
     let mut rng = ChaCha8Rng::seed_from_u64(options.seed);
     let mut cells = Vec::new();
     let mut accuracy = Vec::new();
+    let mut digit_accuracy = Vec::new();
     for &length in &options.lengths {
         let mut row = Vec::new();
+        let mut digit_row = Vec::new();
         for &depth in &depths {
             let mut trials = Vec::new();
             for _ in 0..options.keys {
@@ -270,33 +295,39 @@ pub fn evaluate_passkey(
                 let output = tokenizer.decode(&out)?;
                 trials.push(PasskeyTrial {
                     correct: is_correct(&output, &s.key),
+                    digits_correct: digits_correct(&output, &s.key),
                     key: s.key,
                     key_position: s.key_position,
                     output,
                 });
                 on_trial();
             }
-            let acc =
-                trials.iter().filter(|t| t.correct).count() as f64 / trials.len().max(1) as f64;
+            let n = trials.len().max(1) as f64;
+            let acc = trials.iter().filter(|t| t.correct).count() as f64 / n;
+            let digits: usize = trials.iter().map(|t| t.digits_correct).sum();
             row.push(acc);
+            let digit_acc = digits as f64 / (n * KEY_DIGITS as f64);
+            digit_row.push(digit_acc);
             cells.push(PasskeyCell {
                 length,
                 depth,
                 accuracy: acc,
+                digit_accuracy: digit_acc,
                 trials,
             });
         }
         accuracy.push(row);
+        digit_accuracy.push(digit_row);
     }
-    let accuracy_by_length = accuracy
-        .iter()
-        .map(|r| r.iter().sum::<f64>() / r.len().max(1) as f64)
-        .collect();
+    let mean = |r: &Vec<f64>| r.iter().sum::<f64>() / r.len().max(1) as f64;
+    let accuracy_by_length = accuracy.iter().map(mean).collect();
+    let digit_accuracy_by_length = digit_accuracy.iter().map(mean).collect();
     Ok(PasskeyReport {
         lengths: options.lengths.clone(),
         depths,
         accuracy,
         accuracy_by_length,
+        digit_accuracy_by_length,
         cells,
     })
 }

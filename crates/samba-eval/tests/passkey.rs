@@ -3,8 +3,8 @@
 mod common;
 
 use samba_eval::passkey::{
-    depth_grid, is_correct, key_sentence, passkey_sample, passkey_training_texts, PasskeyTokens,
-    INTRO, QUESTION,
+    depth_grid, digits_correct, is_correct, key_sentence, passkey_sample, passkey_training_texts,
+    PasskeyTokens, INTRO, QUESTION,
 };
 
 #[test]
@@ -94,4 +94,14 @@ fn only_the_exact_key_counts() {
     assert!(!is_correct(" 123456", "12345"));
     assert!(!is_correct(" 1234", "12345"));
     assert!(!is_correct(" the key", "12345"));
+}
+
+#[test]
+fn digits_count_in_their_places() {
+    assert_eq!(digits_correct(" 12345", "12345"), 5);
+    assert_eq!(digits_correct("12395<|eos|>", "12345"), 4);
+    assert_eq!(digits_correct(" 54321", "12345"), 1); // the middle 3
+    assert_eq!(digits_correct(" 2345", "12345"), 0); // shifted: nothing in place
+    assert_eq!(digits_correct("", "12345"), 0);
+    assert_eq!(digits_correct(" 123456789", "12345"), 5);
 }

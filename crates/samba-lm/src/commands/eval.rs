@@ -347,11 +347,14 @@ fn passkey(args: PasskeyArgs) -> Result<()> {
         .depths
         .iter()
         .for_each(|d| print!(" {:>5.0}%", d * 100.0));
-    println!("   mean");
+    println!("   mean  digits");
     for (i, row) in report.accuracy.iter().enumerate() {
         print!("{:>10}", report.lengths[i]);
         row.iter().for_each(|a| print!(" {:>6.2}", a));
-        println!(" {:>6.2}", report.accuracy_by_length[i]);
+        println!(
+            " {:>6.2}  {:>6.2}",
+            report.accuracy_by_length[i], report.digit_accuracy_by_length[i]
+        );
     }
     save(
         args.common.out.as_deref(),
