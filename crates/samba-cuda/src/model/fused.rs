@@ -44,7 +44,8 @@ use crate::ops::gemv::{
 };
 use crate::ops::mamba_decode::{mamba_scan_step_fwd, scan_step_applies, ScanStepInputs};
 use crate::ops::residual::{residual_rmsnorm_fwd, Rows};
-use crate::Elem;
+use crate::ops::StateIn;
+use crate::{Buffer, CudaDevice, Elem};
 
 /// Whether a forward of `acts` with a state runs the fused sublayers: switched on
 /// (`SAMBA_FUSED_DECODE=1`), one token per sequence, and every dense layer's input rows fit the
@@ -177,6 +178,37 @@ fn norm_input<'a, T: Elem>(
     }
 }
 
+/// x [rows, d] (the f32 residual stream) += inp [rows, in_features] @ w^T: every sublayer's
+/// output projection.
+fn add_to_residual<T: Elem>(
+    dev: &CudaDevice,
+    x: &mut Buffer<f32>,
+    inp: &dyn StateIn<T>,
+    w: &CudaView<'_, T>,
+    rows: usize,
+    in_features: usize,
+    d: usize,
+) -> Result<()> {
+    gemv_fwd(
+        dev,
+        GemvOut::F32 {
+            out: x,
+            stride: d,
+            accumulate: true,
+        },
+        GemvInput::Rows {
+            inp,
+            stride: in_features,
+        },
+        w,
+        LinearDims {
+            rows,
+            in_features,
+            out_features: d,
+        },
+    )
+}
+
 fn missing(what: &str) -> CudaError {
     CudaError::Unsupported {
         op: "CudaModel::decode_step",
@@ -266,23 +298,14 @@ fn fused_mamba<T: Elem>(
         r,
     )?;
     // x += y @ out_proj^T
-    gemv_fwd(
+    add_to_residual(
         dev,
-        GemvOut::F32 {
-            out: x,
-            stride: d,
-            accumulate: true,
-        },
-        GemvInput::Rows {
-            inp: &m.y.slice(0..rows * e),
-            stride: e,
-        },
+        x,
+        &m.y.slice(0..rows * e),
         &model.tensor(p.out_proj),
-        LinearDims {
-            rows,
-            in_features: e,
-            out_features: d,
-        },
+        rows,
+        e,
+        d,
     )
 }
 
@@ -376,23 +399,14 @@ fn fused_attention<T: Elem>(
         n_split,
     )?;
     // x += att @ proj^T
-    gemv_fwd(
+    add_to_residual(
         dev,
-        GemvOut::F32 {
-            out: x,
-            stride: d,
-            accumulate: true,
-        },
-        GemvInput::Rows {
-            inp: &a.att.slice(0..rows * h_hd),
-            stride: h_hd,
-        },
+        x,
+        &a.att.slice(0..rows * h_hd),
         &model.tensor(p.proj),
-        LinearDims {
-            rows,
-            in_features: h_hd,
-            out_features: d,
-        },
+        rows,
+        h_hd,
+        d,
     )
 }
 
@@ -422,22 +436,13 @@ fn fused_mlp<T: Elem>(
         },
     )?;
     // x += act @ w3^T
-    gemv_fwd(
+    add_to_residual(
         dev,
-        GemvOut::F32 {
-            out: x,
-            stride: d,
-            accumulate: true,
-        },
-        GemvInput::Rows {
-            inp: &m.act.slice(0..rows * hidden),
-            stride: hidden,
-        },
+        x,
+        &m.act.slice(0..rows * hidden),
         &model.tensor(p.w3),
-        LinearDims {
-            rows,
-            in_features: hidden,
-            out_features: d,
-        },
+        rows,
+        hidden,
+        d,
     )
 }

@@ -4,7 +4,7 @@
 use cudarc::driver::{DevicePtr, DevicePtrMut, LaunchConfig, PushKernelArg};
 use samba_cpu::ops::causal_conv::ConvDims;
 
-use super::{entry, grid_1d, StateIn, StateOut};
+use super::{entry, grid_1d, grid_dim, StateIn, StateOut};
 use crate::compile::CAUSAL_CONV;
 use crate::error::{check_len, driver, to_i32, Result};
 use crate::{CudaDevice, CudaError, Elem};
@@ -42,36 +42,8 @@ pub fn causal_conv1d_silu_fwd_strided<T: Elem>(
     state_out: Option<&mut dyn StateOut<T>>,
 ) -> Result<()> {
     const OP: &str = "causal_conv1d_silu_fwd";
-    if dims.kernel == 0
-        || dims.kernel > MAX_KERNEL
-        || dims.channels == 0
-        || x_stride < dims.channels
-    {
-        return Err(CudaError::Unsupported {
-            op: OP,
-            reason: format!(
-                "kernel ({}) must be 1..={MAX_KERNEL}, channels ({}) at least 1, x_stride ({x_stride}) at least channels",
-                dims.kernel, dims.channels
-            ),
-        });
-    }
+    check_conv(OP, dims, x_stride, x.len(), u.len(), w.len(), bias.len())?;
     let n = dims.batch * dims.seq * dims.channels;
-    check_len(
-        OP,
-        "x",
-        x.len(),
-        dims.batch * dims.seq * x_stride,
-        "[batch, seq, x_stride]",
-    )?;
-    check_len(OP, "u", u.len(), n, "[batch, seq, channels]")?;
-    check_len(
-        OP,
-        "w",
-        w.len(),
-        dims.channels * dims.kernel,
-        "[channels, 1, kernel]",
-    )?;
-    check_len(OP, "bias", bias.len(), dims.channels, "[channels]")?;
     if let Some(st) = &state_in {
         check_len(
             OP,
@@ -129,9 +101,14 @@ pub fn causal_conv1d_silu_fwd_strided<T: Elem>(
             .arg(&x_stride_i);
         let cfg = LaunchConfig {
             grid_dim: (
-                dims.channels.div_ceil(CONV_THREADS) as u32,
-                grid_dim(OP, "seq / CONV_TILE", dims.seq.div_ceil(CONV_TILE))?,
-                grid_dim(OP, "batch", dims.batch)?,
+                grid_dim(
+                    OP,
+                    "channel blocks",
+                    dims.channels.div_ceil(CONV_THREADS),
+                    u32::MAX,
+                )?,
+                grid_dim(OP, "seq / CONV_TILE", dims.seq.div_ceil(CONV_TILE), 65535)?,
+                grid_dim(OP, "batch", dims.batch, 65535)?,
             ),
             block_dim: (CONV_THREADS as u32, 1, 1),
             shared_mem_bytes: 0,
@@ -167,23 +144,55 @@ pub fn causal_conv1d_silu_fwd_strided<T: Elem>(
     Ok(())
 }
 
+/// The shapes both conv kernels need: a width 1..=MAX_KERNEL, x [batch, seq, x_stride] with
+/// x_stride >= channels >= 1, u [batch, seq, channels], w [channels, 1, kernel], bias [channels].
+fn check_conv(
+    op: &'static str,
+    dims: ConvDims,
+    x_stride: usize,
+    x_len: usize,
+    u_len: usize,
+    w_len: usize,
+    bias_len: usize,
+) -> Result<()> {
+    if dims.kernel == 0
+        || dims.kernel > MAX_KERNEL
+        || dims.channels == 0
+        || x_stride < dims.channels
+    {
+        return Err(CudaError::Unsupported {
+            op,
+            reason: format!(
+                "kernel = {} (1..={MAX_KERNEL}), channels = {} (>= 1), x_stride = {x_stride} (>= channels)",
+                dims.kernel, dims.channels
+            ),
+        });
+    }
+    let rows = dims.batch * dims.seq;
+    check_len(op, "x", x_len, rows * x_stride, "[batch, seq, x_stride]")?;
+    check_len(
+        op,
+        "u",
+        u_len,
+        rows * dims.channels,
+        "[batch, seq, channels]",
+    )?;
+    check_len(
+        op,
+        "w",
+        w_len,
+        dims.channels * dims.kernel,
+        "[channels, 1, kernel]",
+    )?;
+    check_len(op, "bias", bias_len, dims.channels, "[channels]")
+}
+
 /// Kernel widths the kernels handle (CONV_MAX_K in kernels/causal_conv.cu).
 const MAX_KERNEL: usize = 8;
 /// Steps one thread of the parallel conv walks (CONV_TILE).
 const CONV_TILE: usize = 64;
 /// Threads per block of the parallel conv (one channel each).
 const CONV_THREADS: usize = 128;
-
-/// A grid dimension of at most 65535 blocks.
-fn grid_dim(op: &'static str, what: &str, n: usize) -> Result<u32> {
-    u32::try_from(n)
-        .ok()
-        .filter(|&v| v <= 65535)
-        .ok_or_else(|| CudaError::Unsupported {
-            op,
-            reason: format!("{what} = {n} is more than one grid dimension holds"),
-        })
-}
 
 /// The conv over a short chunk (a decoding step) with the conv state updated in place:
 /// u [batch, seq, channels] from x [batch, seq, x_stride] (first `channels` columns), `state`
@@ -202,41 +211,7 @@ pub fn causal_conv1d_update_fwd<T: Elem>(
     dims: ConvDims,
 ) -> Result<()> {
     const OP: &str = "causal_conv1d_update_fwd";
-    if dims.kernel == 0
-        || dims.kernel > MAX_KERNEL
-        || dims.channels == 0
-        || x_stride < dims.channels
-    {
-        return Err(CudaError::Unsupported {
-            op: OP,
-            reason: format!(
-                "kernel = {} (1..={MAX_KERNEL}), channels = {} (>= 1), x_stride = {x_stride} (>= channels)",
-                dims.kernel, dims.channels
-            ),
-        });
-    }
-    check_len(
-        OP,
-        "x",
-        x.len(),
-        dims.batch * dims.seq * x_stride,
-        "[batch, seq, x_stride]",
-    )?;
-    check_len(
-        OP,
-        "u",
-        u.len(),
-        dims.batch * dims.seq * dims.channels,
-        "[batch, seq, channels]",
-    )?;
-    check_len(
-        OP,
-        "w",
-        w.len(),
-        dims.channels * dims.kernel,
-        "[channels, 1, kernel]",
-    )?;
-    check_len(OP, "bias", bias.len(), dims.channels, "[channels]")?;
+    check_conv(OP, dims, x_stride, x.len(), u.len(), w.len(), bias.len())?;
     check_len(
         OP,
         "state",

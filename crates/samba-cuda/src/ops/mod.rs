@@ -39,6 +39,18 @@ fn grid_1d(n: usize) -> LaunchConfig {
     }
 }
 
+/// `n` blocks as one grid dimension, at most `max` (65535 for y and z, u32::MAX for x); a
+/// larger count is an `Unsupported` error naming the operation and what was counted.
+fn grid_dim(op: &'static str, what: &str, n: usize, max: u32) -> crate::Result<u32> {
+    u32::try_from(n)
+        .ok()
+        .filter(|&v| v <= max)
+        .ok_or_else(|| crate::CudaError::Unsupported {
+            op,
+            reason: format!("{what} = {n} is more than one grid dimension holds"),
+        })
+}
+
 /// The kernel entry point for storage type T: "rmsnorm_fwd" -> "rmsnorm_fwd_f32".
 fn entry<T: crate::Elem>(base: &str) -> String {
     format!("{base}_{}", T::SUFFIX)

@@ -4,7 +4,7 @@
 use cudarc::driver::{CudaView, DevicePtrMut, LaunchConfig, PushKernelArg};
 use samba_cpu::ops::selective_scan::ScanDims;
 
-use super::{StateIn, StateOut};
+use super::{grid_dim, StateIn, StateOut};
 use crate::compile::SELECTIVE_SCAN;
 use crate::error::{check_len, driver, to_i32, Result};
 use crate::{CudaDevice, CudaError, Elem};
@@ -365,6 +365,7 @@ fn launch<T: Elem>(
         ),
         ScanPlan::Split { n_split, split_len } => {
             let pieces = dims.batch * n_split;
+            // Scratch per call: stream-ordered allocations from the driver's pool (no sync).
             // SAFETY (of the uninitialised allocations): the local pass writes every element of
             // both (one (piece, channel, state) per thread of its grid) before anything reads them.
             let (mut h_loc, mut dsum) = unsafe {
@@ -425,22 +426,14 @@ fn launch_pass<T: Elem>(
     const OP: &str = "selective_scan_fwd";
     let n_st = dims.d_state;
     let lanes = p.kernel == "selective_scan_lanes_fwd";
-    let grid_dim = |what: &str, n: usize, max: usize| {
-        u32::try_from(n)
-            .ok()
-            .filter(|&v| v as usize <= max)
-            .ok_or_else(|| CudaError::Unsupported {
-                op: OP,
-                reason: format!("{what} = {n} is more than one grid dimension holds"),
-            })
-    };
     let grid = if lanes {
         let threads = dims.batch * dims.d_inner * n_st;
         (
             grid_dim(
+                OP,
                 "batch * d_inner * d_state / 128",
                 threads.div_ceil(SCAN_THREADS),
-                u32::MAX as usize,
+                u32::MAX,
             )?,
             1,
             1,
@@ -448,12 +441,13 @@ fn launch_pass<T: Elem>(
     } else {
         (
             grid_dim(
+                OP,
                 "channel blocks",
                 dims.d_inner.div_ceil(SCAN_THREADS / p.tpc),
-                u32::MAX as usize,
+                u32::MAX,
             )?,
-            grid_dim("batch", dims.batch, 65535)?,
-            grid_dim("time splits", p.n_split, 65535)?,
+            grid_dim(OP, "batch", dims.batch, 65535)?,
+            grid_dim(OP, "time splits", p.n_split, 65535)?,
         )
     };
     let batch = to_i32(OP, "batch", dims.batch)?;
@@ -518,11 +512,12 @@ fn launch_carry<T: Elem>(
 ) -> Result<()> {
     const OP: &str = "selective_scan_carry";
     let threads = dims.batch * dims.d_inner * dims.d_state;
-    let blocks =
-        u32::try_from(threads.div_ceil(CARRY_THREADS)).map_err(|_| CudaError::Unsupported {
-            op: OP,
-            reason: format!("{threads} states are more than one grid holds"),
-        })?;
+    let blocks = grid_dim(
+        OP,
+        "batch * d_inner * d_state / 256",
+        threads.div_ceil(CARRY_THREADS),
+        u32::MAX,
+    )?;
     let batch = to_i32(OP, "batch", dims.batch)?;
     let n_split_i = to_i32(OP, "n_split", n_split)?;
     let d_inner = to_i32(OP, "d_inner", dims.d_inner)?;
