@@ -63,8 +63,9 @@ fn gpu_logits<T: Elem>(model: &CudaModel<T>, tokens: &[u32], shape: BatchShape) 
     acts.logits_f32(dev).expect("download logits")
 }
 
-/// A GPU output against the CPU's: f32 max-relative within 1e-5, bf16 norm-wise within 1e-2.
-fn against_cpu<T: Elem>(name: &str, shape: &str, gpu: &[f32], cpu: &[f32]) {
+/// Two whole-model results computed in different orders (GPU against CPU, or two GPU paths whose
+/// GEMMs pick different kernels): f32 max-relative within 1e-5, bf16 norm-wise within 1e-2.
+fn whole_model<T: Elem>(name: &str, shape: &str, gpu: &[f32], cpu: &[f32]) {
     if T::SUFFIX == "f32" {
         expect(name, T::SUFFIX, shape, gpu, cpu, F32_TOL);
     } else {
@@ -86,7 +87,7 @@ fn logits_case<T: Elem>(
     let model = CudaModel::<T>::new(dev.clone(), config.clone(), p).expect("upload model");
     let gpu = gpu_logits(&model, &tokens, shape);
     let what = format!("b{} s{}", shape.batch, shape.seq);
-    against_cpu::<T>(&format!("logits {name}"), &what, &gpu, &cpu);
+    whole_model::<T>(&format!("logits {name}"), &what, &gpu, &cpu);
 }
 
 #[test]
@@ -118,7 +119,7 @@ fn samba_421m_logits_match_cpu() {
     for kernel in [AttentionKernel::TensorCore, AttentionKernel::Simt] {
         model.attention_kernel = kernel;
         let gpu = gpu_logits(&model, &tokens, shape);
-        against_cpu::<bf16>(
+        whole_model::<bf16>(
             &format!("logits samba-421m {kernel:?}"),
             "b1 s40 random init",
             &gpu,
@@ -199,7 +200,7 @@ fn decode_case<T: Elem>(
     let mut cpu_acts = cpu.activations(BatchShape { batch, seq });
     cpu.forward_with_state(&mut cpu_acts, &tokens, &mut cpu_state)
         .expect("cpu prefill");
-    against_cpu::<T>(
+    whole_model::<T>(
         &label("state == cpu state"),
         &format!("b{batch} s{seq}"),
         &reference_state,
@@ -241,13 +242,13 @@ fn decode_case<T: Elem>(
             &full,
             tol,
         );
-        expect(
+        // The chunk's GEMMs run on many rows, the steps' on one: in bf16 their roundings differ
+        // (samba-421m: up to ~1.2e-2 max-relative on fresh seeds), so norm-wise as above.
+        whole_model::<T>(
             &label(&format!("chunks of {chunk} state")),
-            T::SUFFIX,
             &format!("b{batch} s{seq}"),
             &state.flatten(dev, config).expect("flatten"),
             &reference_state,
-            tol,
         );
     }
 }
