@@ -110,14 +110,14 @@ __device__ void attention_decode_merge(T* out, const float* part, int b, int h, 
     __syncthreads();  // s_w, s_l and scratch are reused by the next head's merge
 }
 
-template <typename T>
-__device__ void attention_decode_fwd(T* out, float* part, unsigned* done, const T* qkv, T* k_cache, T* v_cache,
+template <typename T, typename G>
+__device__ void attention_decode_fwd(const G& grid, T* out, float* part, unsigned* done, const T* qkv, T* k_cache, T* v_cache,
                                      const int* pos, int heads, int kv_heads, int hd, int cap, int window,
                                      int n_split) {
-    pdl_wait();
-    pdl_trigger();
+    grid.wait();
     constexpr int VEC = 16 / sizeof(T);
-    const int split = blockIdx.x, h = blockIdx.y, b = blockIdx.z;
+    const uint3 blk = grid.block();
+    const int split = blk.x, h = blk.y, b = blk.z;
     const int q_per_kv = heads / kv_heads, g = h / q_per_kv;
     const int group_dim = (q_per_kv + 2) * hd, qkv_dim = (heads + 2 * kv_heads) * hd, kv_dim = kv_heads * hd;
     const int q_col = g * group_dim + (h % q_per_kv) * hd, k_col = g * group_dim + q_per_kv * hd;
@@ -264,8 +264,8 @@ __device__ void attention_decode_fwd(T* out, float* part, unsigned* done, const 
     T *out, float *part, unsigned *done, const T *qkv, T *k_cache, T *v_cache, const int *pos, int heads, \
         int kv_heads, int hd, int cap, int window, int n_split
 extern "C" __global__ void __launch_bounds__(128) attention_decode_fwd_f32(DEC_ARGS(float)) {
-    attention_decode_fwd(out, part, done, qkv, k_cache, v_cache, pos, heads, kv_heads, hd, cap, window, n_split);
+    attention_decode_fwd(KernelGrid{}, out, part, done, qkv, k_cache, v_cache, pos, heads, kv_heads, hd, cap, window, n_split);
 }
 extern "C" __global__ void __launch_bounds__(128) attention_decode_fwd_bf16(DEC_ARGS(bf16_t)) {
-    attention_decode_fwd(out, part, done, qkv, k_cache, v_cache, pos, heads, kv_heads, hd, cap, window, n_split);
+    attention_decode_fwd(KernelGrid{}, out, part, done, qkv, k_cache, v_cache, pos, heads, kv_heads, hd, cap, window, n_split);
 }

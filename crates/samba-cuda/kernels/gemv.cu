@@ -31,10 +31,9 @@
 // k_split warps of a unit meet at a named barrier of their own and add their sums in a fixed
 // order (no split-K reduction kernel; the same result every run). The host sizes the grid so
 // every warp has the same number of units and the grid is resident at once.
-// Prologue: the input's 16-byte loads are issued first, then the first two chunks of weights,
-// then the input is staged (its loads, L2 hits, are not queued behind the weights').
-// Launched with programmatic dependent launch (SAMBA_PDL=1, pdl.cuh) nothing is read before
-// pdl_wait.
+// Prologue: the first two chunks of weights are requested before the wait for the work before
+// (pdl_wait with programmatic dependent launch, SAMBA_PDL=1; the grid-wide barrier in the
+// persistent step), so they stream while that work finishes; then the input is staged.
 // Weights that are not 16-byte vectors (in % (16 / sizeof(T)) != 0, or an unaligned matrix) take
 // a scalar path with the same arithmetic.
 #define GEMV_MAX_ROWS 4
@@ -46,7 +45,9 @@
 #ifndef GEMV_MIN_BLOCKS  // blocks per SM the registers are budgeted for
 #define GEMV_MIN_BLOCKS 4
 #endif
+#ifndef GEMV_STAGE_REGS  // 16-byte input vectors per thread staged in registers
 #define GEMV_STAGE_REGS 8
+#endif
 #define GEMV_CONV_MAX_K 4
 
 template <typename T>
@@ -157,9 +158,9 @@ __device__ __forceinline__ void gemv_stage_issue(GemvStage& sg, bool vec, const 
 
 // Puts staged vector `id` (its 16 bytes in v) in place: plain, into xs; RMSNorm, the weight into
 // row 0 of xs, and x's squares into ss[row].
-template <typename T>
+template <typename T, int MR>
 __device__ __forceinline__ void gemv_stage_put(T* xs, int ldx, int id, uint4 v, const float* x, int in,
-                                               float (&ss)[GEMV_MAX_ROWS]) {
+                                               float (&ss)[MR]) {
     constexpr int VEC = GemvVec<T>::N;
     const int nv = in / VEC;
     if (x) {
@@ -170,7 +171,7 @@ __device__ __forceinline__ void gemv_stage_put(T* xs, int ldx, int id, uint4 v, 
             const float a = __uint_as_float(v.x), b = __uint_as_float(v.y), c = __uint_as_float(v.z),
                         d = __uint_as_float(v.w);
 #pragma unroll
-            for (int q = 0; q < GEMV_MAX_ROWS; ++q)
+            for (int q = 0; q < MR; ++q)
                 if (q == r) ss[q] += a * a + b * b + c * c + d * d;
         }
     } else {
@@ -180,22 +181,22 @@ __device__ __forceinline__ void gemv_stage_put(T* xs, int ldx, int id, uint4 v, 
 
 // Finishes the prologue: xs holds the input rows (RMSNorm: x * rstd * w, rstd = 1 / sqrt(mean
 // x^2 + eps), rounded to T), followed by a barrier.
-template <typename T>
+template <typename T, int MR>
 __device__ void gemv_stage_finish(T* xs, int ldx, const GemvStage& sg, bool vec, const T* inp, int inp_stride,
                                   const float* x, const T* norm_w, float eps, int rows, int in) {
     __shared__ float scratch[32];
-    float ss[GEMV_MAX_ROWS];
+    float ss[MR];
 #pragma unroll
-    for (int r = 0; r < GEMV_MAX_ROWS; ++r) ss[r] = 0.0f;
+    for (int r = 0; r < MR; ++r) ss[r] = 0.0f;
     if (vec) {
         const int n = gemv_stage_count<T>(x, rows, in);
 #pragma unroll
         for (int k = 0; k < GEMV_STAGE_REGS; ++k) {
             const int id = threadIdx.x + k * blockDim.x;
-            if (id < n) gemv_stage_put(xs, ldx, id, sg.v[k], x, in, ss);
+            if (id < n) gemv_stage_put<T, MR>(xs, ldx, id, sg.v[k], x, in, ss);
         }
         for (int id = threadIdx.x + GEMV_STAGE_REGS * blockDim.x; id < n; id += blockDim.x)
-            gemv_stage_put(xs, ldx, id, *gemv_stage_src(id, inp, inp_stride, x, norm_w, in), x, in, ss);
+            gemv_stage_put<T, MR>(xs, ldx, id, *gemv_stage_src(id, inp, inp_stride, x, norm_w, in), x, in, ss);
     } else if (x) {
         for (int i = threadIdx.x; i < in; i += blockDim.x) xs[i] = norm_w[i];
         for (int r = 0; r < rows; ++r)
@@ -205,16 +206,16 @@ __device__ void gemv_stage_finish(T* xs, int ldx, const GemvStage& sg, bool vec,
             for (int i = threadIdx.x; i < in; i += blockDim.x) xs[r * ldx + i] = inp[(long)r * inp_stride + i];
     }
     if (x) {
-        float rs[GEMV_MAX_ROWS];
+        float rs[MR];
 #pragma unroll
-        for (int r = 0; r < GEMV_MAX_ROWS; ++r)
+        for (int r = 0; r < MR; ++r)
             if (r < rows) rs[r] = 1.0f / sqrtf(block_sum(ss[r], scratch) / (float)in + eps);  // uniform
         // block_sum's barriers published the weight in row 0; each element's weight is read by the
         // thread that then overwrites it (row 0 last); x is read again from L1.
         for (int i = threadIdx.x; i < in; i += blockDim.x) {
             const float nw = ld(xs + i);
 #pragma unroll
-            for (int r = GEMV_MAX_ROWS - 1; r >= 0; --r)
+            for (int r = MR - 1; r >= 0; --r)
                 if (r < rows) st(xs + r * ldx + i, x[(long)r * in + i] * rs[r] * nw);
         }
     }
@@ -236,8 +237,8 @@ __device__ __forceinline__ void gemv_request(uint4 (&wv)[NR][VPL], const T* w, c
 }
 
 // acc[j][r] += the products of the requested vectors with the staged input rows.
-template <typename T, int NR, int VPL>
-__device__ __forceinline__ void gemv_consume(float (&acc)[NR][GEMV_MAX_ROWS], const uint4 (&wv)[NR][VPL],
+template <typename T, int NR, int VPL, int MR>
+__device__ __forceinline__ void gemv_consume(float (&acc)[NR][MR], const uint4 (&wv)[NR][VPL],
                                              const T* xs, int ldx, int c0, int c1, int lane, int rows) {
     constexpr int VEC = GemvVec<T>::N;
 #pragma unroll
@@ -249,7 +250,7 @@ __device__ __forceinline__ void gemv_consume(float (&acc)[NR][GEMV_MAX_ROWS], co
                 float wf[VEC];
                 gemv_unpack<T>(wf, wv[j][k]);
 #pragma unroll
-                for (int r = 0; r < GEMV_MAX_ROWS; ++r) {
+                for (int r = 0; r < MR; ++r) {
                     if (r < rows) {
                         float xf[VEC];
                         gemv_unpack<T>(xf, *reinterpret_cast<const uint4*>(xs + r * ldx + v * VEC));
@@ -266,8 +267,8 @@ __device__ __forceinline__ void gemv_consume(float (&acc)[NR][GEMV_MAX_ROWS], co
 
 // The same on the scalar path: elements [c0 + lane + 32 k], k < 32 * VPL... every element of
 // [c0, c1) this lane strides over.
-template <typename T, int NR>
-__device__ __forceinline__ void gemv_consume_scalar(float (&acc)[NR][GEMV_MAX_ROWS], const T* w,
+template <typename T, int NR, int MR>
+__device__ __forceinline__ void gemv_consume_scalar(float (&acc)[NR][MR], const T* w,
                                                     const long (&row)[NR], const T* xs, int ldx, int c0, int c1,
                                                     int lane, int rows) {
     for (int i = c0 + lane; i < c1; i += 32) {
@@ -275,7 +276,7 @@ __device__ __forceinline__ void gemv_consume_scalar(float (&acc)[NR][GEMV_MAX_RO
         for (int j = 0; j < NR; ++j) {
             const float wf = ld(w + row[j] + i);
 #pragma unroll
-            for (int r = 0; r < GEMV_MAX_ROWS; ++r)
+            for (int r = 0; r < MR; ++r)
                 if (r < rows) acc[j][r] += wf * ld(xs + r * ldx + i);
         }
     }
@@ -298,12 +299,12 @@ __device__ __forceinline__ bool nxt_unit_pre(GemvStep s, int ustep, int n_units)
 // The kernel body: units u < n_units; map(u, row) gives the offsets of the unit's NR weight rows;
 // epi.prefetch(u, r, pre) loads what row r's store of unit u needs, epi.store(u, r, y, pre) stores
 // it (both by lane r < rows).
-template <typename T, int NR, typename Map, typename Epi>
-__device__ void gemv_body(const T* __restrict__ w, int in, int n_units, int k_split, int rows, const T* inp,
+template <typename T, int NR, typename Map, typename Epi, typename G, int MR = GEMV_MAX_ROWS>
+__device__ void gemv_body(const G& g, const T* __restrict__ w, int in, int n_units, int k_split, int rows, const T* inp,
                           int inp_stride, const float* x, const T* norm_w, float eps, const Map& map,
                           const Epi& epi) {
     extern __shared__ __align__(16) unsigned char gemv_smem[];
-    __shared__ float red[2][GEMV_WARPS][NR][GEMV_MAX_ROWS];
+    __shared__ float red[2][GEMV_WARPS][NR][MR];
     constexpr int VEC = GemvVec<T>::N;
     constexpr int VPL = (GEMV_VECS + NR - 1) / NR;
     using Pre = typename Epi::Pre;
@@ -312,7 +313,8 @@ __device__ void gemv_body(const T* __restrict__ w, int in, int n_units, int k_sp
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     const int per_block = GEMV_WARPS / k_split;  // units a block takes at a time
     const int slice = warp % k_split, slot = warp / k_split;
-    const int ustep = gridDim.x * per_block;
+    const int block = g.block().x;
+    const int ustep = g.size().x * per_block;
     const bool vec = in % VEC == 0 && gemv_aligned(w);
     // This warp's slice of a unit's rows: vectors (elements on the scalar path) [v0, v0 + per_slice)
     // below items, walked in chunks (one chunk per slice on the scalar path).
@@ -337,27 +339,26 @@ __device__ void gemv_body(const T* __restrict__ w, int in, int n_units, int k_sp
         }
     };
 
-    pdl_wait();
-    pdl_trigger();
-    // Prologue: the staged input's loads, then the first two chunks, then the staging itself.
+    // Prologue: the first two chunks of weights (they depend on nothing), then the wait for the
+    // work before, then the staged input and what the first store needs.
+    uint4 wa[NR][VPL], wb[NR][VPL];
+    GemvStep cur = {block * per_block + slot, v0};
+    request(wa, cur);
+    request(wb, next(cur));
+    g.wait();
     const bool svec = gemv_stage_vec(inp, inp_stride, x, norm_w, in);
     GemvStage sg;
     gemv_stage_issue(sg, svec, inp, inp_stride, x, norm_w, rows, in);
-    asm volatile("" ::: "memory");  // the staged input's loads are issued before the weights'
-    uint4 wa[NR][VPL], wb[NR][VPL];
-    GemvStep cur = {blockIdx.x * per_block + slot, v0};
-    request(wa, cur);
-    request(wb, next(cur));
     Pre pre_cur, pre_next;
     if (cur.u < n_units && lane < rows) epi.prefetch(cur.u, lane, pre_cur);
-    gemv_stage_finish(xs, ldx, sg, svec, inp, inp_stride, x, norm_w, eps, rows, in);
-    if (blockIdx.x * per_block >= n_units) return;  // uniform over the block
+    gemv_stage_finish<T, MR>(xs, ldx, sg, svec, inp, inp_stride, x, norm_w, eps, rows, in);
+    if (block * per_block >= n_units) return;  // uniform over the block
 
-    float acc[NR][GEMV_MAX_ROWS];
+    float acc[NR][MR];
 #pragma unroll
     for (int j = 0; j < NR; ++j)
 #pragma unroll
-        for (int r = 0; r < GEMV_MAX_ROWS; ++r) acc[j][r] = 0.0f;
+        for (int r = 0; r < MR; ++r) acc[j][r] = 0.0f;
     int parity = 0;
     // One step: use the current chunk from `cb` and request the one two steps ahead into it
     // (the next one is in flight in the other buffer); at a unit's first chunk, request what the
@@ -371,11 +372,11 @@ __device__ void gemv_body(const T* __restrict__ w, int in, int n_units, int k_sp
             epi.prefetch(cur.u + ustep, lane, pre_next);
         if (cur.u < n_units) {
             if (vec) {
-                gemv_consume<T, NR, VPL>(acc, cb, xs, ldx, cur.c0, min(v_end, cur.c0 + chunk), lane, rows);
+                gemv_consume<T, NR, VPL, MR>(acc, cb, xs, ldx, cur.c0, min(v_end, cur.c0 + chunk), lane, rows);
             } else {
                 long row[NR];
                 map(cur.u, row);
-                gemv_consume_scalar<T, NR>(acc, w, row, xs, ldx, cur.c0, min(v_end, cur.c0 + chunk), lane, rows);
+                gemv_consume_scalar<T, NR, MR>(acc, w, row, xs, ldx, cur.c0, min(v_end, cur.c0 + chunk), lane, rows);
             }
         }
         request(cb, next(nxt));
@@ -383,21 +384,21 @@ __device__ void gemv_body(const T* __restrict__ w, int in, int n_units, int k_sp
 #pragma unroll
             for (int j = 0; j < NR; ++j)
 #pragma unroll
-                for (int r = 0; r < GEMV_MAX_ROWS; ++r)
+                for (int r = 0; r < MR; ++r)
                     if (r < rows) acc[j][r] = warp_sum(acc[j][r]);
             if (k_split > 1) {
                 if (lane == 0) {
 #pragma unroll
                     for (int j = 0; j < NR; ++j)
 #pragma unroll
-                        for (int r = 0; r < GEMV_MAX_ROWS; ++r) red[parity][warp][j][r] = acc[j][r];
+                        for (int r = 0; r < MR; ++r) red[parity][warp][j][r] = acc[j][r];
                 }
                 gemv_group_sync(slot, k_split);
                 if (slice == 0) {
 #pragma unroll
                     for (int j = 0; j < NR; ++j)
 #pragma unroll
-                        for (int r = 0; r < GEMV_MAX_ROWS; ++r) {
+                        for (int r = 0; r < MR; ++r) {
                             float t = 0.0f;
                             for (int q = 0; q < k_split; ++q) t += red[parity][warp + q][j][r];
                             acc[j][r] = t;
@@ -411,7 +412,7 @@ __device__ void gemv_body(const T* __restrict__ w, int in, int n_units, int k_sp
                 for (int j = 0; j < NR; ++j) {
                     y[j] = acc[j][0];
 #pragma unroll
-                    for (int r = 1; r < GEMV_MAX_ROWS; ++r)
+                    for (int r = 1; r < MR; ++r)
                         if (lane == r) y[j] = acc[j][r];
                 }
                 epi.store(cur.u, lane, y, pre_cur);
@@ -419,7 +420,7 @@ __device__ void gemv_body(const T* __restrict__ w, int in, int n_units, int k_sp
 #pragma unroll
             for (int j = 0; j < NR; ++j)
 #pragma unroll
-                for (int r = 0; r < GEMV_MAX_ROWS; ++r) acc[j][r] = 0.0f;
+                for (int r = 0; r < MR; ++r) acc[j][r] = 0.0f;
             pre_cur = pre_next;
         }
         cur = nxt;
@@ -570,75 +571,75 @@ struct GemvConv {
 #define GEMV_INPUT(T) const T *inp, int inp_stride, const float *x, const T *norm_w, float eps
 #define GEMV_LAUNCH __launch_bounds__(GEMV_THREADS, GEMV_MIN_BLOCKS)
 
-template <typename T>
-__device__ void gemv_fwd(void* out, int out_stride, int out_mode, GEMV_INPUT(T), const T* w, int rows, int in,
+template <typename T, typename G, int MR = GEMV_MAX_ROWS>
+__device__ void gemv_fwd(const G& g, void* out, int out_stride, int out_mode, GEMV_INPUT(T), const T* w, int rows, int in,
                          int n_out, int k_split) {
-    gemv_body<T, 1>(w, in, n_out, k_split, rows, inp, inp_stride, x, norm_w, eps, GemvRow{in},
+    gemv_body<T, 1, GemvRow, GemvStore<T>, G, MR>(g, w, in, n_out, k_split, rows, inp, inp_stride, x, norm_w, eps, GemvRow{in},
                     GemvStore<T>{out, out_stride, out_mode});
 }
 extern "C" __global__ void GEMV_LAUNCH gemv_fwd_f32(void* out, int out_stride, int out_mode, GEMV_INPUT(float),
                                                    const float* w, int rows, int in, int n_out, int k_split) {
-    gemv_fwd<float>(out, out_stride, out_mode, inp, inp_stride, x, norm_w, eps, w, rows, in, n_out, k_split);
+    gemv_fwd<float>(KernelGrid{}, out, out_stride, out_mode, inp, inp_stride, x, norm_w, eps, w, rows, in, n_out, k_split);
 }
 extern "C" __global__ void GEMV_LAUNCH gemv_fwd_bf16(void* out, int out_stride, int out_mode, GEMV_INPUT(bf16_t),
                                                     const bf16_t* w, int rows, int in, int n_out, int k_split) {
-    gemv_fwd<bf16_t>(out, out_stride, out_mode, inp, inp_stride, x, norm_w, eps, w, rows, in, n_out, k_split);
+    gemv_fwd<bf16_t>(KernelGrid{}, out, out_stride, out_mode, inp, inp_stride, x, norm_w, eps, w, rows, in, n_out, k_split);
 }
 
 // w [2 hidden, in] = [w1; w2]; act [rows, act_stride].
-template <typename T>
-__device__ void gemv_swiglu_fwd(T* act, int act_stride, GEMV_INPUT(T), const T* w, int rows, int in, int hidden,
+template <typename T, typename G, int MR = GEMV_MAX_ROWS>
+__device__ void gemv_swiglu_fwd(const G& g, T* act, int act_stride, GEMV_INPUT(T), const T* w, int rows, int in, int hidden,
                                 int k_split) {
-    gemv_body<T, 2>(w, in, hidden, k_split, rows, inp, inp_stride, x, norm_w, eps, GemvGateUp{in, hidden},
+    gemv_body<T, 2, GemvGateUp, GemvSwiglu<T>, G, MR>(g, w, in, hidden, k_split, rows, inp, inp_stride, x, norm_w, eps, GemvGateUp{in, hidden},
                     GemvSwiglu<T>{act, act_stride});
 }
 extern "C" __global__ void GEMV_LAUNCH gemv_swiglu_fwd_f32(float* act, int act_stride, GEMV_INPUT(float),
                                                           const float* w, int rows, int in, int hidden,
                                                           int k_split) {
-    gemv_swiglu_fwd<float>(act, act_stride, inp, inp_stride, x, norm_w, eps, w, rows, in, hidden, k_split);
+    gemv_swiglu_fwd<float>(KernelGrid{}, act, act_stride, inp, inp_stride, x, norm_w, eps, w, rows, in, hidden, k_split);
 }
 extern "C" __global__ void GEMV_LAUNCH gemv_swiglu_fwd_bf16(bf16_t* act, int act_stride, GEMV_INPUT(bf16_t),
                                                            const bf16_t* w, int rows, int in, int hidden,
                                                            int k_split) {
-    gemv_swiglu_fwd<bf16_t>(act, act_stride, inp, inp_stride, x, norm_w, eps, w, rows, in, hidden, k_split);
+    gemv_swiglu_fwd<bf16_t>(KernelGrid{}, act, act_stride, inp, inp_stride, x, norm_w, eps, w, rows, in, hidden, k_split);
 }
 
 // w [n_out, in], n_out = (heads + 2 kv_heads) head_dim; qkv [rows, qkv_stride].
-template <typename T>
-__device__ void gemv_rope_fwd(T* qkv, int qkv_stride, const float* cos_t, const float* sin_t, const int* pos,
+template <typename T, typename G, int MR = GEMV_MAX_ROWS>
+__device__ void gemv_rope_fwd(const G& g, T* qkv, int qkv_stride, const float* cos_t, const float* sin_t, const int* pos,
                               int head_dim, int q_per_kv, GEMV_INPUT(T), const T* w, int rows, int in, int n_out,
                               int k_split) {
-    gemv_body<T, 2>(w, in, n_out / 2, k_split, rows, inp, inp_stride, x, norm_w, eps, GemvRopePair{in, head_dim},
+    gemv_body<T, 2, GemvRopePair, GemvRope<T>, G, MR>(g, w, in, n_out / 2, k_split, rows, inp, inp_stride, x, norm_w, eps, GemvRopePair{in, head_dim},
                     GemvRope<T>{qkv, qkv_stride, head_dim, q_per_kv, cos_t, sin_t, pos});
 }
 #define GEMV_ROPE_ARGS(T)                                                                                   \
     T *qkv, int qkv_stride, const float *cos_t, const float *sin_t, const int *pos, int head_dim, int q_per_kv, \
         GEMV_INPUT(T), const T *w, int rows, int in, int n_out, int k_split
 extern "C" __global__ void GEMV_LAUNCH gemv_rope_fwd_f32(GEMV_ROPE_ARGS(float)) {
-    gemv_rope_fwd<float>(qkv, qkv_stride, cos_t, sin_t, pos, head_dim, q_per_kv, inp, inp_stride, x, norm_w, eps,
+    gemv_rope_fwd<float>(KernelGrid{}, qkv, qkv_stride, cos_t, sin_t, pos, head_dim, q_per_kv, inp, inp_stride, x, norm_w, eps,
                          w, rows, in, n_out, k_split);
 }
 extern "C" __global__ void GEMV_LAUNCH gemv_rope_fwd_bf16(GEMV_ROPE_ARGS(bf16_t)) {
-    gemv_rope_fwd<bf16_t>(qkv, qkv_stride, cos_t, sin_t, pos, head_dim, q_per_kv, inp, inp_stride, x, norm_w,
+    gemv_rope_fwd<bf16_t>(KernelGrid{}, qkv, qkv_stride, cos_t, sin_t, pos, head_dim, q_per_kv, inp, inp_stride, x, norm_w,
                           eps, w, rows, in, n_out, k_split);
 }
 
 // w [2E, in] = in_proj; u [rows, E]; xz [rows, 2E] (only z = columns E.. are written);
 // conv_state [rows, d_conv - 1, E]; conv_w [E, d_conv]; conv_b [E].
-template <typename T>
-__device__ void gemv_conv_fwd(T* u, T* xz, T* conv_state, const T* conv_w, const T* conv_b, int d_inner,
+template <typename T, typename G, int MR = GEMV_MAX_ROWS>
+__device__ void gemv_conv_fwd(const G& g, T* u, T* xz, T* conv_state, const T* conv_w, const T* conv_b, int d_inner,
                               int d_conv, GEMV_INPUT(T), const T* w, int rows, int in, int k_split) {
-    gemv_body<T, 1>(w, in, 2 * d_inner, k_split, rows, inp, inp_stride, x, norm_w, eps, GemvRow{in},
+    gemv_body<T, 1, GemvRow, GemvConv<T>, G, MR>(g, w, in, 2 * d_inner, k_split, rows, inp, inp_stride, x, norm_w, eps, GemvRow{in},
                     GemvConv<T>{u, xz, conv_state, conv_w, conv_b, d_inner, d_conv});
 }
 #define GEMV_CONV_ARGS(T)                                                                                   \
     T *u, T *xz, T *conv_state, const T *conv_w, const T *conv_b, int d_inner, int d_conv, GEMV_INPUT(T), \
         const T *w, int rows, int in, int k_split
 extern "C" __global__ void GEMV_LAUNCH gemv_conv_fwd_f32(GEMV_CONV_ARGS(float)) {
-    gemv_conv_fwd<float>(u, xz, conv_state, conv_w, conv_b, d_inner, d_conv, inp, inp_stride, x, norm_w, eps, w,
+    gemv_conv_fwd<float>(KernelGrid{}, u, xz, conv_state, conv_w, conv_b, d_inner, d_conv, inp, inp_stride, x, norm_w, eps, w,
                          rows, in, k_split);
 }
 extern "C" __global__ void GEMV_LAUNCH gemv_conv_fwd_bf16(GEMV_CONV_ARGS(bf16_t)) {
-    gemv_conv_fwd<bf16_t>(u, xz, conv_state, conv_w, conv_b, d_inner, d_conv, inp, inp_stride, x, norm_w, eps, w,
+    gemv_conv_fwd<bf16_t>(KernelGrid{}, u, xz, conv_state, conv_w, conv_b, d_inner, d_conv, inp, inp_stride, x, norm_w, eps, w,
                           rows, in, k_split);
 }

@@ -12,8 +12,8 @@
 //
 // Lanes: N consecutive lanes per channel (N a power of two <= 32, checked by the host), lane n
 // holding h[b,e,n]; the dot over R and the sum over n are shuffles among those N lanes. The
-// weights (dt_w's row, A, D, the bias) are read before pdl_wait (with programmatic dependent
-// launch: while the kernel before finishes).
+// weights (dt_w's row, A, D, the bias) are read before g.wait() (with programmatic dependent
+// launch, or in the persistent step: while the work before finishes).
 #define SCAN_STEP_RPL 12
 
 template <typename T>
@@ -28,14 +28,14 @@ __device__ __forceinline__ float scan_step_stored<bf16_t>(float v) {
     return ld(&b);
 }
 
-template <typename T>
-__device__ void mamba_scan_step_fwd(T* y, float* h, const T* x_dbl, const T* u, const T* z, int z_stride,
+template <typename T, typename G>
+__device__ void mamba_scan_step_fwd(const G& g, T* y, float* h, const T* x_dbl, const T* u, const T* z, int z_stride,
                                     const T* dt_w, const T* dt_b, const T* a_log, const T* d_skip, int d_inner,
                                     int d_state, int dt_rank) {
     const int N = d_state;
-    const long t = blockIdx.x * (long)blockDim.x + threadIdx.x;
+    const long t = g.block().x * (long)blockDim.x + threadIdx.x;
     const int e = (int)(t / N), n = (int)(t % N);
-    const int b = blockIdx.y;
+    const int b = g.block().y;
     const bool active = e < d_inner;  // inactive lanes still take part in the shuffles
     const int xdim = dt_rank + 2 * N;
 
@@ -51,8 +51,7 @@ __device__ void mamba_scan_step_fwd(T* y, float* h, const T* x_dbl, const T* u, 
         dsk = ld(d_skip + e);
         bias = ld(dt_b + e);
     }
-    pdl_wait();
-    pdl_trigger();
+    g.wait();
 
     // Every load of the step issued before the first is used.
     const T* xr = x_dbl + (long)b * xdim;
@@ -92,9 +91,9 @@ __device__ void mamba_scan_step_fwd(T* y, float* h, const T* x_dbl, const T* u, 
 #define SCAN_STEP_ARGS(T)                                                                                   \
     T *y, float *h, const T *x_dbl, const T *u, const T *z, int z_stride, const T *dt_w, const T *dt_b,     \
         const T *a_log, const T *d_skip, int d_inner, int d_state, int dt_rank
-extern "C" __global__ void __launch_bounds__(256) mamba_scan_step_fwd_f32(SCAN_STEP_ARGS(float)) {
-    mamba_scan_step_fwd(y, h, x_dbl, u, z, z_stride, dt_w, dt_b, a_log, d_skip, d_inner, d_state, dt_rank);
+extern "C" __global__ void __launch_bounds__(128) mamba_scan_step_fwd_f32(SCAN_STEP_ARGS(float)) {
+    mamba_scan_step_fwd(KernelGrid{}, y, h, x_dbl, u, z, z_stride, dt_w, dt_b, a_log, d_skip, d_inner, d_state, dt_rank);
 }
-extern "C" __global__ void __launch_bounds__(256) mamba_scan_step_fwd_bf16(SCAN_STEP_ARGS(bf16_t)) {
-    mamba_scan_step_fwd(y, h, x_dbl, u, z, z_stride, dt_w, dt_b, a_log, d_skip, d_inner, d_state, dt_rank);
+extern "C" __global__ void __launch_bounds__(128) mamba_scan_step_fwd_bf16(SCAN_STEP_ARGS(bf16_t)) {
+    mamba_scan_step_fwd(KernelGrid{}, y, h, x_dbl, u, z, z_stride, dt_w, dt_b, a_log, d_skip, d_inner, d_state, dt_rank);
 }

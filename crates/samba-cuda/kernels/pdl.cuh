@@ -22,3 +22,22 @@ __device__ __forceinline__ void pdl_trigger() {
     asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
 #endif
 }
+
+// The grid a kernel body runs in: its block, the grid's size, and the wait for the kernels
+// before it. A kernel launched on its own passes KernelGrid (blockIdx, gridDim, pdl_wait); the
+// persistent decoding kernel (decode_persistent.cu) runs the same bodies as virtual blocks of
+// one long-lived grid, and its wait is a grid-wide barrier.
+struct KernelGrid {
+    __device__ __forceinline__ uint3 block() const { return blockIdx; }
+    __device__ __forceinline__ uint3 size() const {
+        uint3 s;
+        s.x = gridDim.x;
+        s.y = gridDim.y;
+        s.z = gridDim.z;
+        return s;
+    }
+    __device__ __forceinline__ void wait() const {
+        pdl_wait();
+        pdl_trigger();
+    }
+};

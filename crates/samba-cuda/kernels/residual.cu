@@ -7,11 +7,14 @@
 //
 // so each sublayer's residual add is fused with the next sublayer's norm (one pass over x).
 
-// x [rows, dim] f32 = wte[tokens[m], :] (T); an id outside the vocabulary writes NaN.
-template <typename T>
-__device__ void embedding_residual_fwd(float* x, const u32* tokens, const T* wte, long rows, int dim, int vocab) {
+// x [rows, dim] f32 = wte[tokens[m], :] (T); an id outside the vocabulary writes NaN. Grid-stride
+// over the elements (G: pdl.cuh).
+template <typename T, typename G>
+__device__ void embedding_residual_fwd(const G& g, float* x, const u32* tokens, const T* wte, long rows, int dim,
+                                       int vocab) {
+    g.wait();
     const long n = rows * dim;
-    for (long i = blockIdx.x * (long)blockDim.x + threadIdx.x; i < n; i += (long)gridDim.x * blockDim.x) {
+    for (long i = g.block().x * (long)blockDim.x + threadIdx.x; i < n; i += (long)g.size().x * blockDim.x) {
         const long m = i / dim;
         const int c = (int)(i - m * dim);
         const u32 t = tokens[m];
@@ -54,11 +57,11 @@ __device__ void residual_rmsnorm_fwd(float* x, T* normed, const T* branch, const
 
 extern "C" __global__ void embedding_residual_fwd_f32(float* x, const u32* tokens, const float* wte, long rows,
                                                       int dim, int vocab) {
-    embedding_residual_fwd(x, tokens, wte, rows, dim, vocab);
+    embedding_residual_fwd(KernelGrid{}, x, tokens, wte, rows, dim, vocab);
 }
 extern "C" __global__ void embedding_residual_fwd_bf16(float* x, const u32* tokens, const bf16_t* wte, long rows,
                                                        int dim, int vocab) {
-    embedding_residual_fwd(x, tokens, wte, rows, dim, vocab);
+    embedding_residual_fwd(KernelGrid{}, x, tokens, wte, rows, dim, vocab);
 }
 extern "C" __global__ void residual_rmsnorm_fwd_f32(float* x, float* normed, const float* branch, const float* w,
                                                     int dim, int row_step, int row_offset, float eps) {

@@ -28,9 +28,14 @@ __device__ void kv_cache_write(T* k_cache, T* v_cache, const T* qkv, const int* 
 
 // pos[b] += by for every sequence b: the positions of a decode state after a chunk of `by` tokens
 // (kept on the device, so a captured decoding step advances them itself).
-extern "C" __global__ void positions_advance(int* pos, int batch, int by) {
-    const int b = blockIdx.x * blockDim.x + threadIdx.x;
+template <typename G>
+__device__ void positions_advance_body(const G& g, int* pos, int batch, int by) {
+    g.wait();
+    const int b = g.block().x * blockDim.x + threadIdx.x;
     if (b < batch) pos[b] += by;
+}
+extern "C" __global__ void positions_advance(int* pos, int batch, int by) {
+    positions_advance_body(KernelGrid{}, pos, batch, by);
 }
 
 extern "C" __global__ void kv_cache_write_f32(float* k_cache, float* v_cache, const float* qkv, const int* pos0,

@@ -21,7 +21,9 @@ use samba_model::init::init_params;
 use samba_model::{Config, Layout, ParamLayout};
 use serde::Serialize;
 
-use crate::model::{activation_bytes, CudaActivations, CudaDecodeState, CudaModel, LogitRows};
+use crate::model::{
+    activation_bytes, CudaActivations, CudaDecodeState, CudaModel, DecodeKernels, LogitRows,
+};
 use crate::ops::attention::AttentionKernel;
 use crate::{CudaDevice, Elem, Result};
 
@@ -265,6 +267,10 @@ pub struct DecodeReport {
     pub tokens_per_second: Option<f64>,
     pub graph_captured: bool,
     pub graph_error: Option<String>,
+    /// What the timed steps ran: "persistent kernel", "graph" or "eager".
+    pub step: &'static str,
+    /// Why the persistent step could not be recorded, when it was asked for.
+    pub persistent_error: Option<String>,
     pub weight_bytes_per_step: usize,
     pub state_bytes_per_step: usize,
     pub floor_ms: f64,
@@ -276,7 +282,7 @@ impl DecodeReport {
     pub fn line(&self) -> String {
         match self.ms_per_step {
             Some(ms) => format!(
-                "decode  {:<10} {} ctx {:>6} batch {:>3}: {:>9.0} tokens/s, {:.3} ms/step (eager {:.3}); floor {:.3} ms ({:.2} GB weights + {:.2} GB state at {:.1} TB/s): {:5.1}% of it{}",
+                "decode  {:<10} {} ctx {:>6} batch {:>3}: {:>9.0} tokens/s, {:.3} ms/step (eager {:.3}); floor {:.3} ms ({:.2} GB weights + {:.2} GB state at {:.1} TB/s): {:5.1}% of it [{}]",
                 self.layout,
                 self.dtype,
                 self.context,
@@ -289,7 +295,7 @@ impl DecodeReport {
                 self.state_bytes_per_step as f64 / 1e9,
                 COPY_BANDWIDTH / 1e12,
                 100.0 * self.fraction_of_floor.unwrap_or(0.0),
-                if self.graph_captured { "" } else { " [no graph]" }
+                self.step
             ),
             None => format!(
                 "decode  {:<10} {} ctx {:>6} batch {:>3}: skipped ({})",
@@ -323,6 +329,7 @@ pub fn decode<T: Elem>(
     context: usize,
     batch: usize,
     steps: usize,
+    kernels: DecodeKernels,
 ) -> Result<DecodeReport> {
     let c = &model.config;
     let dev = model.device().clone();
@@ -341,6 +348,8 @@ pub fn decode<T: Elem>(
         tokens_per_second: None,
         graph_captured: false,
         graph_error: None,
+        step: "eager",
+        persistent_error: None,
         weight_bytes_per_step: weight_bytes,
         state_bytes_per_step: 0,
         floor_ms: 0.0,
@@ -403,8 +412,10 @@ pub fn decode<T: Elem>(
         s
     };
     let mut acts = model.activations(BatchShape { batch, seq: 1 }, LogitRows::Last)?;
+    acts.set_decode_kernels(kernels);
     let next: Vec<u32> = (0..batch).map(|b| (b * 31 % c.vocab) as u32).collect();
-    // Two untimed steps: the first runs eagerly and captures the graph, the second replays it.
+    // Two untimed steps: the first runs eagerly and captures the graph (or records the
+    // persistent step), the second replays it.
     for _ in 0..2 {
         model.decode_step(&mut acts, &next, &mut state)?;
     }
@@ -428,6 +439,14 @@ pub fn decode<T: Elem>(
     report.tokens_per_second = Some(batch as f64 * 1e3 / graph_ms);
     report.graph_captured = acts.graph_captured();
     report.graph_error = acts.graph_error().map(str::to_string);
+    report.persistent_error = acts.persistent_error().map(str::to_string);
+    report.step = if acts.persistent_active() {
+        "persistent kernel"
+    } else if acts.graph_captured() {
+        "graph"
+    } else {
+        "eager"
+    };
     report.floor_ms = floor_ms;
     report.fraction_of_floor = Some(floor_ms / graph_ms);
     Ok(report)

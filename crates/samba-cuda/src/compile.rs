@@ -132,6 +132,7 @@ pub const CROSS_ENTROPY: KernelFile = kernel_file!(
 );
 pub const RESIDUAL: KernelFile = kernel_file!(
     "residual",
+    prelude = PDL,
     [
         "embedding_residual_fwd_f32",
         "embedding_residual_fwd_bf16",
@@ -160,11 +161,31 @@ pub const MAMBA_DECODE: KernelFile = kernel_file!(
 );
 pub const STATE: KernelFile = kernel_file!(
     "state",
+    prelude = PDL,
     [
         "kv_cache_write_f32",
         "kv_cache_write_bf16",
         "positions_advance"
     ]
+);
+/// The whole decoding step as one persistent kernel: the bodies of the step's kernels (their
+/// files in the prelude, entry points and all) run as virtual blocks of one grid.
+pub const DECODE_PERSISTENT: KernelFile = kernel_file!(
+    "decode_persistent",
+    prelude = concat!(
+        include_str!("../kernels/pdl.cuh"),
+        "\n// ---- kernels/residual.cu\n",
+        include_str!("../kernels/residual.cu"),
+        "\n// ---- kernels/state.cu\n",
+        include_str!("../kernels/state.cu"),
+        "\n// ---- kernels/gemv.cu\n",
+        include_str!("../kernels/gemv.cu"),
+        "\n// ---- kernels/mamba_decode.cu\n",
+        include_str!("../kernels/mamba_decode.cu"),
+        "\n// ---- kernels/attention_decode.cu\n",
+        include_str!("../kernels/attention_decode.cu"),
+    ),
+    ["decode_persistent_f32", "decode_persistent_bf16"]
 );
 
 /// Every kernel file, in the order `CudaDevice::load_all_kernels` loads them.
@@ -183,6 +204,7 @@ pub const KERNEL_FILES: &[&KernelFile] = &[
     &STATE,
     &GEMV,
     &MAMBA_DECODE,
+    &DECODE_PERSISTENT,
 ];
 
 /// Whether libnvrtc can be loaded (from LD_LIBRARY_PATH or the system's library folders).

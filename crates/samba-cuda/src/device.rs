@@ -81,6 +81,8 @@ pub struct CudaDevice {
     blas: OnceLock<CudaBlas>,
     /// cuBLAS's workspace, set once so that no GEMM allocates (which a captured graph forbids).
     blas_workspace: OnceLock<Buffer<u8>>,
+    /// Launches recorded instead of run (ops/pdl.rs), while the persistent step records.
+    recording: Mutex<Option<crate::ops::pdl::Recording>>,
 }
 
 impl std::fmt::Debug for CudaDevice {
@@ -132,6 +134,7 @@ impl CudaDevice {
             functions: Mutex::new(HashMap::new()),
             blas: OnceLock::new(),
             blas_workspace: OnceLock::new(),
+            recording: Mutex::new(None),
         })
     }
 
@@ -236,6 +239,13 @@ impl CudaDevice {
     /// The entry point `<base>_<suffix>` of a kernel file, loaded once. `dyn_smem` is the
     /// largest dynamic shared memory the caller will launch it with: above the default 48 KiB
     /// the function's limit is raised.
+    /// The recording of launches (ops/pdl.rs), if one is under way.
+    pub(crate) fn recording(
+        &self,
+    ) -> std::sync::MutexGuard<'_, Option<crate::ops::pdl::Recording>> {
+        self.recording.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     pub(crate) fn function(
         &self,
         file: &'static KernelFile,

@@ -21,4 +21,4 @@ pub mod ops;
 
 pub use device::{cuda_available, device_count, driver_present, Buffer, CudaDevice, Elem};
 pub use error::{CudaError, Result};
-pub use model::{CudaActivations, CudaDecodeState, CudaModel, LogitRows};
+pub use model::{CudaActivations, CudaDecodeState, CudaModel, DecodeKernels, LogitRows};

@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use half::bf16;
 use samba_cuda::bench::{decode, random_model};
-use samba_cuda::{cuda_available, CudaDevice};
+use samba_cuda::{cuda_available, CudaDevice, DecodeKernels};
 use samba_model::preset::preset;
 
 /// (name, environment) of each configuration of the step.
@@ -30,8 +30,10 @@ const VARIANTS: &[(&str, &[(&str, &str)])] = &[
         &[("SAMBA_FUSED_DECODE", "1"), ("SAMBA_FUSED_NORM", "0")],
     ),
     ("gemv", &[("SAMBA_GEMV", "1")]),
+    ("persistent", &[("SAMBA_DECODE", "persistent")]),
 ];
 const SWITCHES: &[&str] = &[
+    "SAMBA_DECODE",
     "SAMBA_PDL",
     "SAMBA_FUSED_NORM",
     "SAMBA_FUSED_DECODE",
@@ -81,10 +83,13 @@ fn bench_decode_samba_1_3b_kernel_variants() {
             for (key, value) in env.iter() {
                 std::env::set_var(key, value);
             }
-            let r = decode(&model, 1024, batch, steps).expect("decode");
+            let r = decode(&model, 1024, batch, steps, DecodeKernels::from_env()).expect("decode");
             println!("BENCH {name:<17} {}", r.line());
             if let Some(e) = &r.graph_error {
                 println!("BENCH {name:<17} graph capture failed: {e}");
+            }
+            if let Some(e) = &r.persistent_error {
+                println!("BENCH {name:<17} persistent step not recorded: {e}");
             }
         }
     }

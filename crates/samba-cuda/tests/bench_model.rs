@@ -17,7 +17,7 @@ use half::bf16;
 use samba_cuda::bench::{
     decode, llama_gqa_config, prefill_protocol, random_model, DecodeReport, PrefillReport,
 };
-use samba_cuda::{cuda_available, CudaDevice};
+use samba_cuda::{cuda_available, CudaDevice, DecodeKernels};
 use samba_model::preset::preset;
 
 fn env_list(key: &str, default: &str) -> Vec<String> {
@@ -106,7 +106,8 @@ fn bench_prefill_and_decode_samba_and_llama_1_3b() {
                     );
                     continue;
                 }
-                let r = decode(&model, context, batch, 32).expect("decode");
+                let r =
+                    decode(&model, context, batch, 32, DecodeKernels::from_env()).expect("decode");
                 println!("BENCH {}", r.line());
                 out.write("decode", &label, &r);
                 reports.push(r);

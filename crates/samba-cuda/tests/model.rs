@@ -17,7 +17,7 @@ use std::sync::Arc;
 use half::bf16;
 use samba_cpu::{BatchShape, CpuModel, DecodeState};
 use samba_cuda::ops::attention::AttentionKernel;
-use samba_cuda::{CudaDecodeState, CudaDevice, CudaModel, Elem, LogitRows};
+use samba_cuda::{CudaDecodeState, CudaDevice, CudaModel, DecodeKernels, Elem, LogitRows};
 use samba_model::init::init_params;
 use samba_model::preset::{preset, preset_with_layout};
 use samba_model::{Config, Layout, ParamLayout};
@@ -153,6 +153,7 @@ fn decode_case<T: Elem>(
     seq: usize,
     chunks: &[usize],
     seed: u64,
+    kernels: DecodeKernels,
 ) {
     let model = CudaModel::<T>::new(dev.clone(), config.clone(), p).expect("upload");
     let vocab = config.vocab;
@@ -167,6 +168,7 @@ fn decode_case<T: Elem>(
     let mut acts = model
         .activations(BatchShape { batch, seq: 1 }, LogitRows::Last)
         .expect("activations");
+    acts.set_decode_kernels(kernels);
     let mut stepped = vec![0.0f32; batch * seq * vocab];
     for t in 0..seq {
         let step: Vec<u32> = (0..batch).map(|b| tokens[b * seq + t]).collect();
@@ -179,7 +181,16 @@ fn decode_case<T: Elem>(
             stepped[(b * seq + t) * vocab..][..vocab].copy_from_slice(&l[b * vocab..][..vocab]);
         }
     }
-    let graph = if acts.graph_captured() {
+    if kernels == DecodeKernels::Persistent {
+        assert!(
+            acts.persistent_active(),
+            "{name}: the persistent step did not run: {}",
+            acts.persistent_error().unwrap_or("?")
+        );
+    }
+    let graph = if acts.persistent_active() {
+        "persistent kernel".to_string()
+    } else if acts.graph_captured() {
         "graph".to_string()
     } else {
         format!("NO GRAPH: {}", acts.graph_error().unwrap_or("?"))
@@ -262,8 +273,28 @@ fn decode_and_chunked_prefill_equal_forward_for_every_layout() {
         let p = params(&config, s + i as u64);
         let name = format!("tiny {layout}");
         // seq 19 crosses the window (8) twice; chunks of 17+ take the parallel conv path.
-        decode_case::<f32>(dev, &name, &config, &p, 2, 19, &[1, 3, 7, 19], s + 50);
-        decode_case::<bf16>(dev, &name, &config, &p, 2, 19, &[3, 19], s + 60);
+        decode_case::<f32>(
+            dev,
+            &name,
+            &config,
+            &p,
+            2,
+            19,
+            &[1, 3, 7, 19],
+            s + 50,
+            DecodeKernels::from_env(),
+        );
+        decode_case::<bf16>(
+            dev,
+            &name,
+            &config,
+            &p,
+            2,
+            19,
+            &[3, 19],
+            s + 60,
+            DecodeKernels::from_env(),
+        );
     }
     all_passed();
 }
@@ -305,6 +336,7 @@ fn decode_and_chunked_prefill_on_tensor_cores() {
             150,
             &[33, 64, 150],
             s + 10 + i as u64,
+            DecodeKernels::from_env(),
         );
         let mut llama = config.clone();
         llama.layout = Layout::Llama;
@@ -319,6 +351,7 @@ fn decode_and_chunked_prefill_on_tensor_cores() {
             150,
             &[64, 150],
             s + 30,
+            DecodeKernels::from_env(),
         );
     }
     all_passed();
@@ -330,7 +363,49 @@ fn samba_421m_decode_equals_forward() {
     let s = seed("samba-421m decode");
     let config = preset("samba-421m").expect("preset");
     let p = init_params(&ParamLayout::new(&config), s);
-    decode_case::<bf16>(dev, "samba-421m", &config, &p, 2, 24, &[24], s + 1);
+    decode_case::<bf16>(
+        dev,
+        "samba-421m",
+        &config,
+        &p,
+        2,
+        24,
+        &[24],
+        s + 1,
+        DecodeKernels::from_env(),
+    );
+    all_passed();
+}
+
+/// The persistent decoding step (the fused step's kernels as phases of one kernel) against the
+/// forward and the CPU, for every layout and samba-421m, over enough steps that its barrier
+/// counter runs on across launches; it must have run (not fallen back to a graph).
+#[test]
+fn persistent_decode_equals_forward() {
+    let Some(dev) = device() else { return };
+    let s = seed("persistent decode");
+    for (i, layout) in Layout::ALL.into_iter().enumerate() {
+        let config = preset_with_layout("tiny", layout).expect("preset");
+        let p = params(&config, s + i as u64);
+        let name = format!("tiny {layout} persistent");
+        let k = DecodeKernels::Persistent;
+        decode_case::<f32>(dev, &name, &config, &p, 2, 19, &[], s + 50, k);
+        decode_case::<bf16>(dev, &name, &config, &p, 2, 19, &[], s + 60, k);
+    }
+    let config = preset("samba-421m").expect("preset");
+    let p = init_params(&ParamLayout::new(&config), s);
+    let k = DecodeKernels::Persistent;
+    decode_case::<bf16>(
+        dev,
+        "samba-421m persistent",
+        &config,
+        &p,
+        1,
+        24,
+        &[],
+        s + 1,
+        k,
+    );
     all_passed();
 }
 

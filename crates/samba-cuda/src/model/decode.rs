@@ -1,5 +1,5 @@
 //! The decoding step: one token per sequence through the whole model, with the state, as one
-//! CUDA graph. Samba-1.3B's step is ~220 kernels and GEMMs; launched one by one their launch
+//! CUDA graph (or, with [`DecodeKernels::Persistent`], as one persistent kernel: persistent.rs). Samba-1.3B's step is ~220 kernels and GEMMs; launched one by one their launch
 //! gaps alone would take about half of the ~0.6 ms a step may take at the bandwidth floor, so the
 //! step is captured once and replayed.
 //!
@@ -12,11 +12,41 @@
 use cudarc::driver::sys::{CUgraphInstantiate_flags, CUstreamCaptureMode};
 use cudarc::driver::CudaGraph;
 
+use super::persistent::PersistentStep;
 use super::plan::CudaActivations;
 use super::state::CudaDecodeState;
 use super::CudaModel;
 use crate::error::{driver, CudaError, Result};
 use crate::Elem;
+
+/// The kernels of a decoding step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DecodeKernels {
+    /// Norms, cuBLAS GEMMs and elementwise kernels (~230 kernels for Samba-1.3B), as a graph.
+    Unfused,
+    /// Each sublayer on GEMV kernels with its elementwise work fused in (fused.rs; ~100
+    /// kernels), as a graph.
+    Fused,
+    /// The fused step's kernels as phases of one persistent kernel (persistent.rs). Falls back
+    /// to the fused graph where a step has a kernel the persistent kernel does not run.
+    Persistent,
+}
+
+impl DecodeKernels {
+    /// `SAMBA_DECODE=unfused|fused|persistent`; also `SAMBA_FUSED_DECODE=1` (fused). Unfused
+    /// without either.
+    pub fn from_env() -> DecodeKernels {
+        match std::env::var("SAMBA_DECODE").as_deref() {
+            Ok("persistent") => DecodeKernels::Persistent,
+            Ok("fused") => DecodeKernels::Fused,
+            Ok("unfused") => DecodeKernels::Unfused,
+            _ if std::env::var("SAMBA_FUSED_DECODE").is_ok_and(|v| v == "1") => {
+                DecodeKernels::Fused
+            }
+            _ => DecodeKernels::Unfused,
+        }
+    }
+}
 
 pub(crate) struct DecodeGraph {
     graph: CudaGraph,
@@ -48,19 +78,34 @@ impl<T: Elem> CudaModel<T> {
         }
         self.prepare_state(acts, state)?;
         self.upload_tokens(acts, tokens)?;
+        let same_state =
+            |id: u64, generation: u64| id == state.id && generation == state.rope_generation;
         let replay = acts
             .graph
             .as_ref()
-            .is_some_and(|g| g.state_id == state.id && g.rope_generation == state.rope_generation);
-        if let (true, Some(g)) = (replay, acts.graph.as_ref()) {
+            .is_some_and(|g| same_state(g.state_id, g.rope_generation));
+        let persistent = acts
+            .persistent
+            .as_mut()
+            .filter(|p| same_state(p.state_id, p.rope_generation));
+        if let Some(p) = persistent {
+            p.launch(self)?;
+        } else if let (true, Some(g)) = (replay, acts.graph.as_ref()) {
             g.graph
                 .launch()
                 .map_err(driver("replaying the decoding graph"))?;
         } else {
             acts.graph = None;
+            acts.persistent = None;
             self.run(acts, Some(&mut *state))?;
+            if acts.decode_kernels == DecodeKernels::Persistent && acts.persistent_error.is_none() {
+                match PersistentStep::record(self, acts, state) {
+                    Ok(p) => acts.persistent = Some(p),
+                    Err(e) => acts.persistent_error = Some(e.to_string()),
+                }
+            }
             let graphs_on = std::env::var("SAMBA_CUDA_GRAPHS").map_or(true, |v| v != "0");
-            if graphs_on && acts.graph_error.is_none() {
+            if acts.persistent.is_none() && graphs_on && acts.graph_error.is_none() {
                 match self.capture(acts, state) {
                     Ok(graph) => {
                         acts.graph = Some(DecodeGraph {

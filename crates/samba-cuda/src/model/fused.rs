@@ -33,6 +33,7 @@ use samba_cpu::ops::matmul::LinearDims;
 use samba_cpu::ops::selective_scan::ScanDims;
 use samba_model::layout::{AttentionParams, MambaParams, MixerParams, MlpParams, SublayerParams};
 
+use super::decode::DecodeKernels;
 use super::plan::CudaActivations;
 use super::state::{LayerRef, LayerState};
 use super::{attention, mamba, mlp, CudaModel};
@@ -47,10 +48,11 @@ use crate::ops::residual::{residual_rmsnorm_fwd, Rows};
 use crate::ops::StateIn;
 use crate::{Buffer, CudaDevice, Elem};
 
-/// Whether a forward of `acts` with a state runs the fused sublayers: switched on
-/// (`SAMBA_FUSED_DECODE=1`), one token per sequence, and every dense layer's input rows fit the
-/// GEMV kernels. Off by default: on the H200 the fused step took 1.59 ms against 1.36 ms for the
-/// unfused one on cuBLAS (docs/gpu.md, "Fused decoding kernels").
+/// Whether a forward of `acts` with a state runs the fused sublayers: chosen for these
+/// activations ([`DecodeKernels::Fused`] or `Persistent`), one token per sequence, and every
+/// dense layer's input rows fit the GEMV kernels. Fused alone is not the default: on the H200 the
+/// fused step took 1.59 ms against 1.36 ms for the unfused one on cuBLAS (docs/gpu.md, "Fused
+/// decoding kernels").
 pub(super) fn applies<T: Elem>(model: &CudaModel<T>, acts: &CudaActivations<T>) -> bool {
     let c = &model.config;
     let widest = [
@@ -64,7 +66,7 @@ pub(super) fn applies<T: Elem>(model: &CudaModel<T>, acts: &CudaActivations<T>) 
     .unwrap_or(0);
     acts.shape.seq == 1
         && gemv_applies::<T>(acts.shape.rows(), widest)
-        && std::env::var("SAMBA_FUSED_DECODE").is_ok_and(|v| v == "1")
+        && acts.decode_kernels != DecodeKernels::Unfused
 }
 
 /// x += sublayer(RMSNorm(x)) for one sublayer, fused where its kernels apply.

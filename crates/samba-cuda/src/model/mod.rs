@@ -24,9 +24,11 @@ mod decode;
 mod fused;
 mod mamba;
 mod mlp;
+mod persistent;
 mod plan;
 mod state;
 
+pub use decode::DecodeKernels;
 pub use plan::{activation_bytes, CudaActivations, LogitRows};
 pub use state::CudaDecodeState;
 

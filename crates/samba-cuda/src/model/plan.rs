@@ -8,7 +8,8 @@ use samba_cpu::ops::rope::RopeTable;
 use samba_cpu::BatchShape;
 use samba_model::layout::MixerParams;
 
-use super::decode::DecodeGraph;
+use super::decode::{DecodeGraph, DecodeKernels};
+use super::persistent::PersistentStep;
 use super::CudaModel;
 use crate::ops::rope::DeviceRopeTable;
 use crate::{Buffer, CudaDevice, Elem, Result};
@@ -76,6 +77,12 @@ pub struct CudaActivations<T> {
     pub(crate) graph: Option<DecodeGraph>,
     /// Why capturing the decoding step failed, if it did (steps then run eagerly).
     pub(crate) graph_error: Option<String>,
+    /// The kernels a decoding step with these activations runs.
+    pub(crate) decode_kernels: DecodeKernels,
+    /// The recorded persistent step, once one ran with these activations.
+    pub(crate) persistent: Option<PersistentStep>,
+    /// Why recording the persistent step failed, if it did (steps then run as a graph).
+    pub(crate) persistent_error: Option<String>,
 }
 
 impl<T: Elem> CudaActivations<T> {
@@ -124,6 +131,34 @@ impl<T: Elem> CudaActivations<T> {
     /// Why capturing the decoding step failed, if it did.
     pub fn graph_error(&self) -> Option<&str> {
         self.graph_error.as_deref()
+    }
+
+    /// The kernels decoding steps with these activations run (from the environment at
+    /// creation: [`DecodeKernels::from_env`]).
+    pub fn decode_kernels(&self) -> DecodeKernels {
+        self.decode_kernels
+    }
+
+    /// Chooses the kernels of the next decoding steps (a recorded graph or persistent step is
+    /// dropped, and recorded again by the next step).
+    pub fn set_decode_kernels(&mut self, kernels: DecodeKernels) {
+        if kernels != self.decode_kernels {
+            self.decode_kernels = kernels;
+            self.graph = None;
+            self.graph_error = None;
+            self.persistent = None;
+            self.persistent_error = None;
+        }
+    }
+
+    /// Whether the last decoding step ran as the persistent kernel.
+    pub fn persistent_active(&self) -> bool {
+        self.persistent.is_some()
+    }
+
+    /// Why recording the persistent step failed, if it did.
+    pub fn persistent_error(&self) -> Option<&str> {
+        self.persistent_error.as_deref()
     }
 }
 
@@ -274,6 +309,9 @@ impl<T: Elem> CudaModel<T> {
             rope,
             graph: None,
             graph_error: None,
+            decode_kernels: DecodeKernels::from_env(),
+            persistent: None,
+            persistent_error: None,
         })
     }
 }

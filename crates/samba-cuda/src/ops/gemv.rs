@@ -161,10 +161,20 @@ fn plan<T: Elem>(
             0
         },
     )?;
-    let resident = f
-        .occupancy_max_active_blocks_per_multiprocessor((32 * GEMV_WARPS) as u32, smem, None)
-        .map_or(1, |b| b.max(1) as usize);
-    let max_blocks = sm_count(dev) * resident;
+    // Recorded for the persistent step: its grid, whose blocks are all resident.
+    let max_blocks = match pdl::recording_blocks(dev) {
+        Some(blocks) => blocks,
+        None => {
+            let resident = f
+                .occupancy_max_active_blocks_per_multiprocessor(
+                    (32 * GEMV_WARPS) as u32,
+                    smem,
+                    None,
+                )
+                .map_or(1, |b| b.max(1) as usize);
+            sm_count(dev) * resident
+        }
+    };
     // Slices of a unit's rows (more warps streaming, e.g. x_proj's 176 rows of 4608, the output
     // projections' 2304 rows) while a slice keeps at least 4 vectors per lane and the slices stay
     // within 4 per resident warp.

@@ -4,6 +4,7 @@
 use cudarc::driver::{DevicePtr, DevicePtrMut, LaunchConfig, PushKernelArg};
 use samba_cpu::ops::attention::QkvDims;
 
+use super::pdl::{self, Args};
 use super::rope::check_qkv_dims;
 use super::{entry, grid_1d};
 use crate::compile::STATE;
@@ -101,15 +102,13 @@ pub fn positions_advance(
     let (p_p, _g) = pos.device_ptr_mut(s);
     let batch_i = to_i32(OP, "batch", batch)?;
     let by_i = to_i32(OP, "by", by)?;
-    let mut launch = s.launch_builder(&f);
-    launch.arg(&p_p).arg(&batch_i).arg(&by_i);
+    let args = Args::new().ptr(p_p).i32(batch_i).i32(by_i);
     let cfg = LaunchConfig {
         grid_dim: (batch.div_ceil(128) as u32, 1, 1),
         block_dim: (128, 1, 1),
         shared_mem_bytes: 0,
     };
     // SAFETY: arguments match positions_advance(int*, int, int); pos holds batch elements and
-    // the kernel guards b < batch.
-    unsafe { launch.launch(cfg) }.map_err(driver("launching positions_advance"))?;
-    Ok(())
+    // the kernel guards b < batch (and waits, pdl_wait, before it reads).
+    unsafe { pdl::launch(dev, &f, cfg, &args, OP) }
 }

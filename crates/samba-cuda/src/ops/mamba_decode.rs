@@ -104,7 +104,7 @@ pub fn mamba_scan_step_fwd<T: Elem>(
             reason: format!("batch {batch} is more than one grid dimension holds"),
         })?;
     let threads = e * n;
-    let blocks = u32::try_from(threads.div_ceil(256)).map_err(|_| CudaError::Unsupported {
+    let blocks = u32::try_from(threads.div_ceil(128)).map_err(|_| CudaError::Unsupported {
         op: OP,
         reason: format!("{threads} lanes are more than one grid holds"),
     })?;
@@ -135,7 +135,7 @@ pub fn mamba_scan_step_fwd<T: Elem>(
     let f = dev.function(&MAMBA_DECODE, &entry::<T>(OP), 0)?;
     let cfg = LaunchConfig {
         grid_dim: (blocks, batch_u, 1),
-        block_dim: (256, 1, 1),
+        block_dim: (128, 1, 1),
         shared_mem_bytes: 0,
     };
     // SAFETY: arguments match mamba_scan_step_fwd_<T>(T*, float*, const T*, const T*, const T*,

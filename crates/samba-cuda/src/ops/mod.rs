@@ -52,7 +52,7 @@ fn grid_dim(op: &'static str, what: &str, n: usize, max: u32) -> crate::Result<u
 }
 
 /// The kernel entry point for storage type T: "rmsnorm_fwd" -> "rmsnorm_fwd_f32".
-fn entry<T: crate::Elem>(base: &str) -> String {
+pub(crate) fn entry<T: crate::Elem>(base: &str) -> String {
     format!("{base}_{}", T::SUFFIX)
 }
 

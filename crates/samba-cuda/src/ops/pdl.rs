@@ -6,6 +6,9 @@
 //! Off by default: on the H200 the fused decoding step ran slower with it (1.75 against 1.59 ms
 //! per step); `SAMBA_PDL=1` turns it on. The kernels are correct either way (the model's decoding
 //! tests passed with it on).
+//!
+//! While a device records ([`Recording`]), these launches are recorded instead of run: the
+//! persistent decoding step (model/persistent.rs) turns them into its table of ops.
 
 use std::ffi::c_void;
 
@@ -42,6 +45,50 @@ impl Args {
         self.slots.push(v.to_bits() as u64);
         self
     }
+
+    /// A 64-bit integer (`long` or `unsigned long long`).
+    pub fn u64(mut self, v: u64) -> Args {
+        self.slots.push(v);
+        self
+    }
+}
+
+/// A launch recorded instead of run.
+#[derive(Debug, Clone)]
+pub(crate) struct RecordedLaunch {
+    /// The operation's name, as the launch gave it (`gemv_fwd`, `attention_decode_fwd`, ...).
+    pub what: &'static str,
+    pub grid: (u32, u32, u32),
+    pub block: (u32, u32, u32),
+    pub shared_mem_bytes: u32,
+    pub args: Vec<u64>,
+}
+
+/// What a device records between [`start_recording`] and [`stop_recording`].
+#[derive(Debug, Default)]
+pub(crate) struct Recording {
+    /// The blocks the recorded launches will run on (sizes the GEMV grids: ops/gemv.rs).
+    pub blocks: usize,
+    pub launches: Vec<RecordedLaunch>,
+}
+
+/// From now on the launches of this module on `dev` are recorded, not run, for a grid of
+/// `blocks` resident blocks.
+pub(crate) fn start_recording(dev: &CudaDevice, blocks: usize) {
+    *dev.recording() = Some(Recording {
+        blocks,
+        launches: Vec::new(),
+    });
+}
+
+/// Ends the recording and returns it (empty if none was started).
+pub(crate) fn stop_recording(dev: &CudaDevice) -> Recording {
+    dev.recording().take().unwrap_or_default()
+}
+
+/// The resident blocks of the grid being recorded for, while recording.
+pub(crate) fn recording_blocks(dev: &CudaDevice) -> Option<usize> {
+    dev.recording().as_ref().map(|r| r.blocks)
 }
 
 /// Whether kernels are launched with programmatic dependent launch (`SAMBA_PDL=1`; the
@@ -64,6 +111,58 @@ pub(crate) unsafe fn launch(
     args: &Args,
     what: &'static str,
 ) -> Result<()> {
+    if let Some(rec) = dev.recording().as_mut() {
+        rec.launches.push(RecordedLaunch {
+            what,
+            grid: cfg.grid_dim,
+            block: cfg.block_dim,
+            shared_mem_bytes: cfg.shared_mem_bytes,
+            args: args.slots.clone(),
+        });
+        return Ok(());
+    }
+    // SAFETY: an all-zero attribute value is plain data.
+    let mut attr = sys::CUlaunchAttribute {
+        id: sys::CUlaunchAttributeID::CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION,
+        pad: [0; 4],
+        value: std::mem::zeroed(),
+    };
+    attr.value.programmaticStreamSerializationAllowed = 1;
+    launch_ex(dev, f, cfg, args, what, &mut attr, enabled(dev))
+}
+
+/// Launches `f` as a cooperative grid: every block resident at once (the driver refuses a grid
+/// larger than the device holds), so blocks may wait for each other.
+///
+/// # Safety
+/// As [`launch`]; the grid must be no larger than the blocks `f` can keep resident.
+pub(crate) unsafe fn launch_cooperative(
+    dev: &CudaDevice,
+    f: &CudaFunction,
+    cfg: LaunchConfig,
+    args: &Args,
+    what: &'static str,
+) -> Result<()> {
+    // SAFETY: an all-zero attribute value is plain data.
+    let mut attr = sys::CUlaunchAttribute {
+        id: sys::CUlaunchAttributeID::CU_LAUNCH_ATTRIBUTE_COOPERATIVE,
+        pad: [0; 4],
+        value: std::mem::zeroed(),
+    };
+    attr.value.cooperative = 1;
+    launch_ex(dev, f, cfg, args, what, &mut attr, true)
+}
+
+/// `cuLaunchKernelEx` on the device's stream, with `attr` when `with_attr`.
+unsafe fn launch_ex(
+    dev: &CudaDevice,
+    f: &CudaFunction,
+    cfg: LaunchConfig,
+    args: &Args,
+    what: &'static str,
+    attr: &mut sys::CUlaunchAttribute,
+    with_attr: bool,
+) -> Result<()> {
     let stream = dev.stream();
     stream
         .context()
@@ -74,13 +173,6 @@ pub(crate) unsafe fn launch(
         .iter()
         .map(|s| s as *const u64 as *mut c_void)
         .collect();
-    // SAFETY (of the zeroed union): a launch attribute value is plain data; all-zero is valid.
-    let mut attr = sys::CUlaunchAttribute {
-        id: sys::CUlaunchAttributeID::CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION,
-        pad: [0; 4],
-        value: std::mem::zeroed(),
-    };
-    attr.value.programmaticStreamSerializationAllowed = 1;
     let config = sys::CUlaunchConfig {
         gridDimX: cfg.grid_dim.0,
         gridDimY: cfg.grid_dim.1,
@@ -90,8 +182,8 @@ pub(crate) unsafe fn launch(
         blockDimZ: cfg.block_dim.2,
         sharedMemBytes: cfg.shared_mem_bytes,
         hStream: stream.cu_stream(),
-        attrs: &mut attr,
-        numAttrs: u32::from(enabled(dev)),
+        attrs: attr,
+        numAttrs: u32::from(with_attr),
     };
     // SAFETY: `config` and `attr` live across the call; `params` holds one pointer per kernel
     // parameter into `args`, which outlives the call (the driver copies the values at launch);

@@ -3,7 +3,8 @@
 
 use cudarc::driver::{DevicePtr, DevicePtrMut, LaunchConfig, PushKernelArg};
 
-use super::{entry, grid_1d};
+use super::entry;
+use super::pdl::{self, Args};
 use crate::compile::RESIDUAL;
 use crate::error::{check_len, driver, to_i32, Result};
 use crate::{CudaDevice, CudaError, Elem};
@@ -39,21 +40,23 @@ pub fn embedding_residual_fwd<T: Elem>(
     let (x_p, _g0) = x.device_ptr_mut(s);
     let (t_p, _g1) = tokens.device_ptr(s);
     let (w_p, _g2) = wte.device_ptr(s);
-    let rows_l = rows as i64;
-    let mut launch = s.launch_builder(&f);
-    launch
-        .arg(&x_p)
-        .arg(&t_p)
-        .arg(&w_p)
-        .arg(&rows_l)
-        .arg(&dim_i)
-        .arg(&vocab);
+    let args = Args::new()
+        .ptr(x_p)
+        .ptr(t_p)
+        .ptr(w_p)
+        .u64(rows as u64)
+        .i32(dim_i)
+        .i32(vocab);
+    // 128 threads a block, as the persistent step runs every block (a grid-stride loop).
+    let cfg = LaunchConfig {
+        grid_dim: ((rows * dim).div_ceil(128).clamp(1, 1 << 16) as u32, 1, 1),
+        block_dim: (128, 1, 1),
+        shared_mem_bytes: 0,
+    };
     // SAFETY: arguments match embedding_residual_fwd_<T>(float*, const u32*, const T*, long,
     // int, int); x holds rows * dim, tokens rows, wte vocab * dim elements; ids >= vocab are not
-    // read.
-    unsafe { launch.launch(grid_1d(rows * dim)) }
-        .map_err(driver("launching embedding_residual_fwd"))?;
-    Ok(())
+    // read; the kernel waits (pdl_wait) before it writes.
+    unsafe { pdl::launch(dev, &f, cfg, &args, OP) }
 }
 
 /// Which rows of the residual stream a norm reads: every row, or the last token of each

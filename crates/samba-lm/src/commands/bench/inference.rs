@@ -9,6 +9,7 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use clap::Args;
 use samba_cpu::{BatchShape, CpuModel, DecodeState};
+use samba_cuda::DecodeKernels;
 use samba_model::flops::forward_flops_per_token;
 use samba_model::init::init_params;
 use samba_model::ParamLayout;
@@ -60,6 +61,10 @@ pub struct DecodeArgs {
     /// auto, cpu, cuda or cuda:N.
     #[arg(long, default_value = "auto")]
     pub device: String,
+    /// The GPU decoding step's kernels: unfused (cuBLAS; the fastest today), fused, or
+    /// persistent (one kernel; an experiment). Default: $SAMBA_DECODE, else unfused.
+    #[arg(long, value_parser = ["unfused", "fused", "persistent"])]
+    pub kernels: Option<String>,
     #[arg(long)]
     pub json: bool,
 }
@@ -250,9 +255,16 @@ pub fn decode(args: DecodeArgs) -> Result<()> {
         if args.llama {
             configs.push(samba_cuda::bench::llama_gqa_config(&config));
         }
+        let kernels = match args.kernels.as_deref() {
+            Some("persistent") => DecodeKernels::Persistent,
+            Some("fused") => DecodeKernels::Fused,
+            Some(_) => DecodeKernels::Unfused,
+            None => DecodeKernels::from_env(),
+        };
         for config in configs {
             let model = samba_cuda::bench::random_model::<half::bf16>(dev.clone(), config)?;
-            let r = samba_cuda::bench::decode(&model, args.context, args.batch, args.steps)?;
+            let r =
+                samba_cuda::bench::decode(&model, args.context, args.batch, args.steps, kernels)?;
             show(args.json, &r, r.line())?;
         }
         return Ok(());

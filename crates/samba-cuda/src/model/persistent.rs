@@ -1,0 +1,354 @@
+//! The decoding step as one persistent kernel (kernels/decode_persistent.cu): the fused step's
+//! ~100 kernels run as phases of one grid, resident on every SM, separated by grid-wide barriers
+//! instead of kernel boundaries. Each phase requests its first weights before it waits at its
+//! barrier, so the weights keep streaming across phases; no kernel pays a launch, a ramp and a
+//! tail of its own.
+//!
+//! The table of phases is recorded, not written by hand: the fused step (fused.rs) runs once with
+//! the device recording its launches (ops/pdl.rs) inside a stream capture, so nothing runs. Every
+//! launch of the step must be one the persistent kernel knows ([`OpKind`]), with 128-thread
+//! blocks; a step with any other kernel (a sublayer the fused kernels do not cover) leaves a
+//! non-empty capture, and the decoding step falls back to a CUDA graph of the usual kernels.
+//! Like a captured graph, the table holds the addresses of the activations, the state and the
+//! weights, so it serves every later step of the same (activations, state) pair.
+
+use cudarc::driver::sys::{CUgraphInstantiate_flags, CUstreamCaptureMode};
+use cudarc::driver::{sys, CudaFunction, DevicePtr, LaunchConfig};
+
+use super::plan::CudaActivations;
+use super::state::CudaDecodeState;
+use super::CudaModel;
+use crate::compile::DECODE_PERSISTENT;
+use crate::error::{driver, CudaError, Result};
+use crate::ops::entry;
+use crate::ops::gemv::GEMV_MAX_ROWS;
+use crate::ops::pdl::{self, Args, RecordedLaunch};
+use crate::{Buffer, Elem};
+
+const THREADS: u32 = 128;
+/// Arguments an op carries (kernels/decode_persistent.cu: PERSIST_MAX_ARGS).
+const MAX_ARGS: usize = 20;
+const OP_WORDS: usize = 4 + MAX_ARGS;
+/// Shared memory a kernel may take without the opt-in attribute, and what it opts in to.
+const DEFAULT_SMEM: usize = 48 * 1024;
+const MAX_SMEM: usize = 160 * 1024;
+/// Static shared memory of the kernel (the attention merge's weights, the GEMV reductions, the op
+/// words; a bound, so the dynamic part is sized against the rest of the 227 KiB).
+const STATIC_SMEM: usize = 16 * 1024;
+
+/// The kernels the persistent step runs, with the number of arguments of each entry point
+/// (kernels/decode_persistent.cu: PERSIST_*).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u64)]
+enum OpKind {
+    Embedding = 1,
+    Gemv = 2,
+    GemvSwiglu = 3,
+    GemvRope = 4,
+    GemvConv = 5,
+    ScanStep = 6,
+    Attention = 7,
+    Positions = 8,
+}
+
+impl OpKind {
+    fn of(what: &str) -> Option<OpKind> {
+        Some(match what {
+            "embedding_residual_fwd" => OpKind::Embedding,
+            "gemv_fwd" => OpKind::Gemv,
+            "gemv_swiglu_fwd" => OpKind::GemvSwiglu,
+            "gemv_rope_fwd" => OpKind::GemvRope,
+            "gemv_conv_fwd" => OpKind::GemvConv,
+            "mamba_scan_step_fwd" => OpKind::ScanStep,
+            "attention_decode_fwd" => OpKind::Attention,
+            "positions_advance" => OpKind::Positions,
+            _ => return None,
+        })
+    }
+
+    fn args(self) -> usize {
+        match self {
+            OpKind::Embedding => 6,
+            OpKind::Gemv => 13,
+            OpKind::GemvSwiglu => 12,
+            OpKind::GemvRope => 17,
+            OpKind::GemvConv => 16,
+            OpKind::ScanStep | OpKind::Attention => 13,
+            OpKind::Positions => 3,
+        }
+    }
+}
+
+/// The recorded step of one (activations, state) pair, ready to launch.
+pub(crate) struct PersistentStep {
+    function: CudaFunction,
+    /// [ops, OP_WORDS]: kind, grid x, y, z, arguments.
+    table: Buffer<u64>,
+    n_ops: usize,
+    /// The barrier counter (kernels/decode_persistent.cu), never reset: each launch starts
+    /// where the last one left it.
+    counter: Buffer<u64>,
+    launches: u64,
+    blocks: u32,
+    shared_mem_bytes: u32,
+    pub state_id: u64,
+    pub rope_generation: u64,
+}
+
+impl PersistentStep {
+    /// Records the fused step of `acts` and `state` (nothing runs, nothing in them changes).
+    pub fn record<T: Elem>(
+        model: &CudaModel<T>,
+        acts: &mut CudaActivations<T>,
+        state: &mut CudaDecodeState<T>,
+    ) -> Result<PersistentStep> {
+        let dev = model.device();
+        let c = &model.config;
+        let widest = [
+            c.d_model,
+            c.d_inner(),
+            c.heads * c.head_dim,
+            c.mlp_hidden.max(2 * c.d_model),
+        ]
+        .into_iter()
+        .max()
+        .unwrap_or(0);
+        let smem_budget =
+            GEMV_MAX_ROWS.min(acts.shape.rows()) * widest.div_ceil(8) * 8 * size_of::<T>();
+        let function = dev.function(
+            &DECODE_PERSISTENT,
+            &entry::<T>("decode_persistent"),
+            if smem_budget + STATIC_SMEM > DEFAULT_SMEM {
+                MAX_SMEM
+            } else {
+                0
+            },
+        )?;
+        let per_sm = function
+            .occupancy_max_active_blocks_per_multiprocessor(THREADS, smem_budget, None)
+            .map_err(driver("the persistent step's occupancy"))?;
+        let sms = dev
+            .stream()
+            .context()
+            .attribute(sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)
+            .map_err(driver("counting the SMs"))?;
+        let blocks = (per_sm as usize) * (sms.max(0) as usize);
+        if blocks == 0 {
+            return Err(unsupported(format!(
+                "no block of the persistent kernel fits an SM with {smem_budget} bytes of shared memory"
+            )));
+        }
+
+        // Record the fused step inside a stream capture: the recorded launches do not run, and
+        // anything else the step launches lands in the capture.
+        let stream = dev.stream();
+        stream
+            .begin_capture(CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL)
+            .map_err(driver("starting to record the decoding step"))?;
+        pdl::start_recording(dev, blocks);
+        let ran = model.run(acts, Some(state));
+        let recording = pdl::stop_recording(dev);
+        let captured = stream.end_capture(CUgraphInstantiate_flags(0));
+        ran?;
+        if let Some(graph) = captured.map_err(driver("recording the decoding step"))? {
+            let work = work_nodes(graph.cu_graph())?;
+            if work > 0 {
+                return Err(unsupported(format!(
+                    "the step launches {work} kernel(s) or copies the persistent kernel does not run (a sublayer the fused kernels do not cover)"
+                )));
+            }
+        }
+
+        let mut table = Vec::with_capacity(recording.launches.len() * OP_WORDS);
+        let mut shared = 0;
+        for l in &recording.launches {
+            table.extend(op_words(l)?);
+            shared = shared.max(l.shared_mem_bytes);
+        }
+        if shared as usize > smem_budget {
+            return Err(unsupported(format!(
+                "an op asks for {shared} bytes of shared memory, the kernel was sized for {smem_budget}"
+            )));
+        }
+        let n_ops = recording.launches.len();
+        if n_ops == 0 {
+            return Err(unsupported("the step recorded no launch".into()));
+        }
+        Ok(PersistentStep {
+            function,
+            table: dev.upload(&table)?,
+            n_ops,
+            counter: dev.zeros::<u64>(1)?,
+            launches: 0,
+            blocks: blocks as u32,
+            shared_mem_bytes: smem_budget as u32,
+            state_id: state.id,
+            rope_generation: state.rope_generation,
+        })
+    }
+
+    /// Runs the recorded step once (on the device's stream; the caller uploaded the tokens).
+    pub fn launch<T: Elem>(&mut self, model: &CudaModel<T>) -> Result<()> {
+        let dev = model.device();
+        let s = dev.stream();
+        let base = self.launches * (self.n_ops as u64 - 1) * u64::from(self.blocks);
+        let (t_p, _g0) = self.table.device_ptr(s);
+        let (c_p, _g1) = self.counter.device_ptr(s);
+        let args = Args::new()
+            .ptr(t_p)
+            .i32(self.n_ops as i32)
+            .ptr(c_p)
+            .u64(base)
+            .i32(POLL_NS);
+        let cfg = LaunchConfig {
+            grid_dim: (self.blocks, 1, 1),
+            block_dim: (THREADS, 1, 1),
+            shared_mem_bytes: self.shared_mem_bytes,
+        };
+        // SAFETY: arguments match decode_persistent_<T>(const u64*, int, u64*, u64, int); the table
+        // holds n_ops ops of OP_WORDS words, each a launch of the step whose arguments were
+        // checked by its wrapper (ops/*.rs) and whose buffers live as long as `acts` and the
+        // state this step was recorded with (the caller replays it only for those); the grid is
+        // the resident block count at this shared memory size, as a cooperative launch needs.
+        unsafe { pdl::launch_cooperative(dev, &self.function, cfg, &args, "decode_persistent") }?;
+        self.launches += 1;
+        Ok(())
+    }
+}
+
+/// Nanoseconds a block pauses between two reads of the barrier counter. On the H200, 0, 50, 200
+/// and 1000 gave the same step time (docs/gpu.md, "A persistent decoding kernel").
+const POLL_NS: i32 = 100;
+
+/// Nodes of a captured graph that do work (kernels, copies, memsets; not the events a capture
+/// may hold).
+fn work_nodes(graph: sys::CUgraph) -> Result<usize> {
+    let mut n = 0usize;
+    // SAFETY: with a null array cuGraphGetNodes only writes the count; the graph is live.
+    unsafe { sys::cuGraphGetNodes(graph, std::ptr::null_mut(), &mut n) }
+        .result()
+        .map_err(driver("counting the recorded step's nodes"))?;
+    if n == 0 {
+        return Ok(0);
+    }
+    let mut nodes = vec![std::ptr::null_mut(); n];
+    // SAFETY: `nodes` has room for the n nodes just counted.
+    unsafe { sys::cuGraphGetNodes(graph, nodes.as_mut_ptr(), &mut n) }
+        .result()
+        .map_err(driver("listing the recorded step's nodes"))?;
+    let mut work = 0;
+    for node in nodes.into_iter().take(n) {
+        let mut kind = sys::CUgraphNodeType::CU_GRAPH_NODE_TYPE_EMPTY;
+        // SAFETY: `node` belongs to the live graph; the call writes one enum value.
+        unsafe { sys::cuGraphNodeGetType(node, &mut kind) }
+            .result()
+            .map_err(driver("reading a recorded node's type"))?;
+        use sys::CUgraphNodeType::*;
+        if matches!(
+            kind,
+            CU_GRAPH_NODE_TYPE_KERNEL | CU_GRAPH_NODE_TYPE_MEMCPY | CU_GRAPH_NODE_TYPE_MEMSET
+        ) {
+            work += 1;
+        }
+    }
+    Ok(work)
+}
+
+/// One launch as a row of the table.
+fn op_words(l: &RecordedLaunch) -> Result<[u64; OP_WORDS]> {
+    let kind = OpKind::of(l.what)
+        .ok_or_else(|| unsupported(format!("{} is not an op of the persistent kernel", l.what)))?;
+    if l.block != (THREADS, 1, 1) {
+        return Err(unsupported(format!(
+            "{} runs blocks of {:?} threads, the persistent kernel {THREADS}",
+            l.what, l.block
+        )));
+    }
+    if l.args.len() != kind.args() {
+        return Err(unsupported(format!(
+            "{} was recorded with {} arguments, its entry takes {}",
+            l.what,
+            l.args.len(),
+            kind.args()
+        )));
+    }
+    let mut row = [0u64; OP_WORDS];
+    row[0] = kind as u64;
+    row[1] = u64::from(l.grid.0);
+    row[2] = u64::from(l.grid.1);
+    row[3] = u64::from(l.grid.2);
+    row[4..4 + l.args.len()].copy_from_slice(&l.args);
+    Ok(row)
+}
+
+fn unsupported(reason: String) -> CudaError {
+    CudaError::Unsupported {
+        op: "the persistent decoding step",
+        reason,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn launch(what: &'static str, block: u32, args: usize) -> RecordedLaunch {
+        RecordedLaunch {
+            what,
+            grid: (7, 2, 1),
+            block: (block, 1, 1),
+            shared_mem_bytes: 0,
+            args: (0..args as u64).map(|a| 100 + a).collect(),
+        }
+    }
+
+    #[test]
+    fn a_launch_becomes_kind_grid_and_arguments() {
+        let row = op_words(&launch("gemv_rope_fwd", 128, 17)).expect("row");
+        assert_eq!(row[0], OpKind::GemvRope as u64);
+        assert_eq!(&row[1..4], &[7, 2, 1]);
+        assert_eq!(row[4], 100);
+        assert_eq!(row[4 + 16], 116);
+        assert!(row[4 + 17..].iter().all(|&w| w == 0));
+    }
+
+    #[test]
+    fn launches_the_kernel_cannot_run_are_refused() {
+        for bad in [
+            launch("rmsnorm_fwd", 128, 8),
+            launch("gemv_fwd", 256, 13),
+            launch("gemv_fwd", 128, 12),
+        ] {
+            let err = op_words(&bad).expect_err("refused").to_string();
+            assert!(err.contains(bad.what), "{err}");
+        }
+    }
+
+    /// The kinds and the table's width agree with kernels/decode_persistent.cu.
+    #[test]
+    fn kinds_match_the_kernel_source() {
+        let source = DECODE_PERSISTENT.source;
+        let define = |name: &str| -> u64 {
+            let line = source
+                .lines()
+                .find(|l| l.starts_with(&format!("#define {name} ")))
+                .unwrap_or_else(|| panic!("{name} not defined"));
+            line.split_whitespace().nth(2).unwrap().parse().unwrap()
+        };
+        for (name, kind) in [
+            ("PERSIST_EMBEDDING", OpKind::Embedding),
+            ("PERSIST_GEMV", OpKind::Gemv),
+            ("PERSIST_GEMV_SWIGLU", OpKind::GemvSwiglu),
+            ("PERSIST_GEMV_ROPE", OpKind::GemvRope),
+            ("PERSIST_GEMV_CONV", OpKind::GemvConv),
+            ("PERSIST_SCAN_STEP", OpKind::ScanStep),
+            ("PERSIST_ATTENTION", OpKind::Attention),
+            ("PERSIST_POSITIONS", OpKind::Positions),
+        ] {
+            assert_eq!(define(name), kind as u64, "{name}");
+            assert!(kind.args() <= MAX_ARGS);
+        }
+        assert_eq!(define("PERSIST_MAX_ARGS") as usize, MAX_ARGS);
+        assert_eq!(define("PERSIST_THREADS") as u32, THREADS);
+    }
+}
