@@ -23,9 +23,13 @@
 // DPL <= DEC_MAX_DPL and n_split <= DEC_MAX_SPLITS.
 #define DEC_WARPS 4
 #define DEC_MAX_DPL 8
+#ifndef DEC_UNROLL  // warp steps whose key loads are in flight together
 #define DEC_UNROLL 4
+#endif
 #define DEC_MAX_SPLITS 1024
+#ifndef DEC_MERGE_LOADS  // splits whose partial values the merge loads at once
 #define DEC_MERGE_LOADS 16
+#endif
 
 // A load that skips L1: partial results written by other blocks of this kernel.
 __device__ __forceinline__ float ld_cg(const float* p) {

@@ -1,4 +1,4 @@
-// The whole decoding step as one persistent kernel (src/model/persistent.rs).
+// The decoding step as persistent kernels (src/model/persistent.rs).
 //
 // The fused step (src/model/fused.rs) is ~100 kernels: the embedding, per sublayer two to four
 // GEMVs with their elementwise work, the scan step, the decoding attention, the head and the
@@ -14,11 +14,14 @@
 //              op wrote -- passes barrier k: every block has finished every op before k.
 //
 // so the first weights of op k are in flight while op k-1 finishes and the barrier completes,
-// as programmatic dependent launch would allow, without the launch.
+// as programmatic dependent launch would allow, without the launch. The decoding attention runs
+// as its own kernel between two such launches: compiled into this function its body made ptxas
+// spill (its key and merge registers beside the GEMV's), and so would any second GEMV body,
+// which is why the dense layers share one (persist_dense below).
 //
-// Barrier k of launch L: one 64-bit counter to which every block adds 1 per barrier; barrier k
-// is passed when counter >= base + k * gridDim.x with base = L * (n_ops - 1) * gridDim.x (the
-// host counts the launches), so nothing is reset between launches. A block with no virtual block
+// Barrier k of a launch: one 64-bit counter to which every block adds 1 per barrier; barrier k
+// is passed when counter >= base + k * gridDim.x, base = the barriers of every earlier launch
+// times gridDim.x (the host counts them), so nothing is reset between launches. A block with no virtual block
 // in op k still passes barrier k, and every barrier up to the last op before it exits, in order.
 // A block's writes before a barrier are ordered before its arrival by __syncthreads and a
 // gpu-scope fence; the fence after the read that sees the count orders the block's later reads
@@ -28,8 +31,8 @@
 // the order of its entry point, one word each (pointers; ints and floats in the low 32 bits). The
 // next op's words are loaded while an op runs and staged in shared memory.
 #define PERSIST_THREADS 128
-#ifndef PERSIST_MIN_BLOCKS
-#define PERSIST_MIN_BLOCKS 4
+#ifndef PERSIST_MIN_BLOCKS  // 3: 168 registers, what the bodies need without spilling
+#define PERSIST_MIN_BLOCKS 3
 #endif
 #define PERSIST_MAX_ARGS 20
 #define PERSIST_OP_WORDS (4 + PERSIST_MAX_ARGS)
@@ -41,7 +44,6 @@
 #define PERSIST_GEMV_ROPE 4
 #define PERSIST_GEMV_CONV 5
 #define PERSIST_SCAN_STEP 6
-#define PERSIST_ATTENTION 7
 #define PERSIST_POSITIONS 8
 
 typedef unsigned long long u64;
@@ -98,7 +100,138 @@ struct PersistentGrid {
     __device__ __forceinline__ void wait() const { persist_pass(op); }
 };
 
-// One virtual block of each op kind: the kernel's arguments from the table, in its entry's order.
+// ---- the dense layers: one GEMV body for all four kinds
+//
+// Compiled once: two GEMV bodies in one kernel (e.g. the plain one and the SwiGLU one) already
+// made ptxas spill (ptxas -v, sm_90, 128-168 registers), and the spills cost more than the
+// kernel boundaries they replace. So every dense layer runs the same instantiation, one input row
+// (batch 1), two weight rows per unit, and the kind only changes which rows a unit takes and how
+// they are stored:
+//   plain, conv  rows (2u, 2u + 1)          (the second row clamped to the last, not stored, when
+//                                             the count is odd)
+//   SwiGLU       rows (u, hidden + u)
+//   RoPE         rows (i, i + hd/2) of a head
+// The epilogue reads what a store needs (the residual for +=, the conv state and weights, cos and
+// sin) when it stores, not a unit ahead as the standalone kernels do: fewer registers held.
+struct PersistMap {
+    int kind, in, n, hidden, head_dim;
+    __device__ void operator()(int u, long (&row)[2]) const {
+        if (kind == PERSIST_GEMV_SWIGLU) {
+            row[0] = (long)u * in;
+            row[1] = (long)(u + hidden) * in;
+        } else if (kind == PERSIST_GEMV_ROPE) {
+            GemvRopePair{in, head_dim}(u, row);
+        } else {
+            row[0] = (long)(2 * u) * in;
+            row[1] = (long)min(2 * u + 1, n - 1) * in;
+        }
+    }
+};
+
+template <typename T>
+struct PersistEpi {
+    int kind;
+    // plain: out, stride, mode (as GemvStore); SwiGLU: out = act, stride; RoPE: out = qkv,
+    // stride, head_dim, q_per_kv, cos_t, sin_t, pos; conv: u, out = xz, state, conv_w, conv_b,
+    // d_inner, d_conv
+    void* out;
+    int stride, mode, n, head_dim, q_per_kv, d_inner, d_conv;
+    const float *cos_t, *sin_t;
+    const int* pos;
+    T *u, *state;
+    const T *conv_w, *conv_b;
+    using Pre = GemvNoPre;
+    __device__ void prefetch(int, int, Pre&) const {}
+    __device__ void store_row(int o, float y) const {
+        if (kind == PERSIST_GEMV) {
+            typename GemvStore<T>::Pre pre;
+            GemvStore<T> st_{out, stride, mode};
+            st_.prefetch(o, 0, pre);
+            const float v[1] = {y};
+            st_.store(o, 0, v, pre);
+        } else {
+            GemvConv<T> c{u, static_cast<T*>(out), state, conv_w, conv_b, d_inner, d_conv};
+            typename GemvConv<T>::Pre pre;
+            c.prefetch(o, 0, pre);
+            const float v[1] = {y};
+            c.store(o, 0, v, pre);
+        }
+    }
+    __device__ void store(int unit, int r, const float (&y)[2], const Pre&) const {
+        if (kind == PERSIST_GEMV_SWIGLU) {
+            GemvSwiglu<T>{static_cast<T*>(out), stride}.store(unit, r, y, GemvNoPre{});
+        } else if (kind == PERSIST_GEMV_ROPE) {
+            GemvRope<T> rope{static_cast<T*>(out), stride, head_dim, q_per_kv, cos_t, sin_t, pos};
+            typename GemvRope<T>::Pre pre;
+            rope.prefetch(unit, r, pre);
+            rope.store(unit, r, y, pre);
+        } else {
+            store_row(2 * unit, y[0]);
+            if (2 * unit + 1 < n) store_row(2 * unit + 1, y[1]);
+        }
+    }
+};
+
+// A dense layer of one row: the arguments of gemv_fwd / gemv_swiglu_fwd / gemv_rope_fwd /
+// gemv_conv_fwd (their entries' order) into the one body.
+template <typename T>
+__device__ __forceinline__ void persist_dense(int kind, const u64* a, const PersistentGrid& g) {
+#define PTR(i, type) ((type)a[i])
+#define INT(i) ((int)a[i])
+#define FLT(i) __uint_as_float((u32)a[i])
+    PersistMap m = {kind, 0, 0, 0, 0};
+    PersistEpi<T> e = {};
+    e.kind = kind;
+    int first;  // the index of the input's first argument (inp)
+    int n_units;
+    if (kind == PERSIST_GEMV) {
+        e.out = PTR(0, void*);
+        e.stride = INT(1);
+        e.mode = INT(2);
+        first = 3;
+        m.n = e.n = INT(11);
+        n_units = (m.n + 1) / 2;
+    } else if (kind == PERSIST_GEMV_SWIGLU) {
+        e.out = PTR(0, void*);
+        e.stride = INT(1);
+        first = 2;
+        m.hidden = INT(10);
+        n_units = m.hidden;
+    } else if (kind == PERSIST_GEMV_ROPE) {
+        e.out = PTR(0, void*);
+        e.stride = INT(1);
+        e.cos_t = PTR(2, const float*);
+        e.sin_t = PTR(3, const float*);
+        e.pos = PTR(4, const int*);
+        m.head_dim = e.head_dim = INT(5);
+        e.q_per_kv = INT(6);
+        first = 7;
+        n_units = INT(15) / 2;
+    } else {  // conv
+        e.u = PTR(0, T*);
+        e.out = PTR(1, void*);
+        e.state = PTR(2, T*);
+        e.conv_w = PTR(3, const T*);
+        e.conv_b = PTR(4, const T*);
+        e.d_inner = INT(5);
+        e.d_conv = INT(6);
+        first = 7;
+        m.n = e.n = 2 * e.d_inner;
+        n_units = e.d_inner;
+    }
+    // inp, inp_stride, x, norm_w, eps, w, rows, in, [n_out | hidden], k_split
+    m.in = INT(first + 7);
+    const int k_split = kind == PERSIST_GEMV_CONV ? INT(first + 8) : INT(first + 9);
+    gemv_body<T, 2, PersistMap, PersistEpi<T>, PersistentGrid, 1>(
+        g, PTR(first + 5, const T*), m.in, n_units, k_split, 1, PTR(first, const T*), INT(first + 1),
+        PTR(first + 2, const float*), PTR(first + 3, const T*), FLT(first + 4), m, e);
+#undef PTR
+#undef INT
+#undef FLT
+}
+
+// One virtual block of each other op kind: the kernel's arguments from the table, in its entry's
+// order.
 #define PTR(i, type) ((type)a[i])
 #define INT(i) ((int)a[i])
 #define FLT(i) __uint_as_float((u32)a[i])
@@ -106,38 +239,11 @@ template <typename T>
 __device__ __forceinline__ void persist_embedding(const u64* a, const PersistentGrid& g) {
     embedding_residual_fwd<T>(g, PTR(0, float*), PTR(1, const u32*), PTR(2, const T*), (long)a[3], INT(4), INT(5));
 }
-template <typename T, int MR>
-__device__ __forceinline__ void persist_gemv(const u64* a, const PersistentGrid& g) {
-    gemv_fwd<T, PersistentGrid, MR>(g, PTR(0, void*), INT(1), INT(2), PTR(3, const T*), INT(4), PTR(5, const float*), PTR(6, const T*),
-                FLT(7), PTR(8, const T*), INT(9), INT(10), INT(11), INT(12));
-}
-template <typename T, int MR>
-__device__ __forceinline__ void persist_gemv_swiglu(const u64* a, const PersistentGrid& g) {
-    gemv_swiglu_fwd<T, PersistentGrid, MR>(g, PTR(0, T*), INT(1), PTR(2, const T*), INT(3), PTR(4, const float*), PTR(5, const T*),
-                       FLT(6), PTR(7, const T*), INT(8), INT(9), INT(10), INT(11));
-}
-template <typename T, int MR>
-__device__ __forceinline__ void persist_gemv_rope(const u64* a, const PersistentGrid& g) {
-    gemv_rope_fwd<T, PersistentGrid, MR>(g, PTR(0, T*), INT(1), PTR(2, const float*), PTR(3, const float*), PTR(4, const int*), INT(5),
-                     INT(6), PTR(7, const T*), INT(8), PTR(9, const float*), PTR(10, const T*), FLT(11),
-                     PTR(12, const T*), INT(13), INT(14), INT(15), INT(16));
-}
-template <typename T, int MR>
-__device__ __forceinline__ void persist_gemv_conv(const u64* a, const PersistentGrid& g) {
-    gemv_conv_fwd<T, PersistentGrid, MR>(g, PTR(0, T*), PTR(1, T*), PTR(2, T*), PTR(3, const T*), PTR(4, const T*), INT(5), INT(6),
-                     PTR(7, const T*), INT(8), PTR(9, const float*), PTR(10, const T*), FLT(11), PTR(12, const T*),
-                     INT(13), INT(14), INT(15));
-}
 template <typename T>
 __device__ __forceinline__ void persist_scan_step(const u64* a, const PersistentGrid& g) {
     mamba_scan_step_fwd<T>(g, PTR(0, T*), PTR(1, float*), PTR(2, const T*), PTR(3, const T*), PTR(4, const T*),
                            INT(5), PTR(6, const T*), PTR(7, const T*), PTR(8, const T*), PTR(9, const T*), INT(10),
                            INT(11), INT(12));
-}
-template <typename T>
-__device__ __forceinline__ void persist_attention(const u64* a, const PersistentGrid& g) {
-    attention_decode_fwd<T>(g, PTR(0, T*), PTR(1, float*), PTR(2, unsigned*), PTR(3, const T*), PTR(4, T*),
-                            PTR(5, T*), PTR(6, const int*), INT(7), INT(8), INT(9), INT(10), INT(11), INT(12));
 }
 __device__ __forceinline__ void persist_positions(const u64* a, const PersistentGrid& g) {
     positions_advance_body(g, PTR(0, int*), INT(1), INT(2));
@@ -150,27 +256,11 @@ template <typename T>
 __device__ __forceinline__ void persist_op(int kind, const u64* a, const PersistentGrid& g) {
     switch (kind) {
     case PERSIST_EMBEDDING: persist_embedding<T>(a, g); break;
-    // The GEMVs of one row (batch 1) compiled for one row: the registers of the other three
-    // rows' sums and norms would not fit beside the arguments, which here are registers, not
-    // kernel parameters.
     case PERSIST_GEMV:
-        if (a[9] == 1) persist_gemv<T, 1>(a, g);
-        else persist_gemv<T, GEMV_MAX_ROWS>(a, g);
-        break;
     case PERSIST_GEMV_SWIGLU:
-        if (a[8] == 1) persist_gemv_swiglu<T, 1>(a, g);
-        else persist_gemv_swiglu<T, GEMV_MAX_ROWS>(a, g);
-        break;
     case PERSIST_GEMV_ROPE:
-        if (a[13] == 1) persist_gemv_rope<T, 1>(a, g);
-        else persist_gemv_rope<T, GEMV_MAX_ROWS>(a, g);
-        break;
-    case PERSIST_GEMV_CONV:
-        if (a[13] == 1) persist_gemv_conv<T, 1>(a, g);
-        else persist_gemv_conv<T, GEMV_MAX_ROWS>(a, g);
-        break;
+    case PERSIST_GEMV_CONV: persist_dense<T>(kind, a, g); break;
     case PERSIST_SCAN_STEP: persist_scan_step<T>(a, g); break;
-    case PERSIST_ATTENTION: persist_attention<T>(a, g); break;
     case PERSIST_POSITIONS: persist_positions(a, g); break;
     default: break;  // the host records only the kinds above
     }

@@ -182,8 +182,6 @@ pub const DECODE_PERSISTENT: KernelFile = kernel_file!(
         include_str!("../kernels/gemv.cu"),
         "\n// ---- kernels/mamba_decode.cu\n",
         include_str!("../kernels/mamba_decode.cu"),
-        "\n// ---- kernels/attention_decode.cu\n",
-        include_str!("../kernels/attention_decode.cu"),
     ),
     ["decode_persistent_f32", "decode_persistent_bf16"]
 );

@@ -2,8 +2,8 @@
 //! step's kernels in each configuration, one model for all (`#[ignore]`d; a benchmark for the
 //! GPU machine): the default step (cuBLAS for the dense layers), the fused step
 //! (`SAMBA_FUSED_DECODE=1`), the fused step with programmatic dependent launch (`SAMBA_PDL=1`)
-//! and with the norms as kernels of their own (`SAMBA_FUSED_NORM=0`), and the unfused step on the
-//! GEMV kernel (`SAMBA_GEMV=1`). One BENCH line per measurement, next to the floor (weights and
+//! and with the norms as kernels of their own (`SAMBA_FUSED_NORM=0`), the unfused step on the
+//! GEMV kernel (`SAMBA_GEMV=1`), and the persistent step (`SAMBA_DECODE=persistent`, batch 1). One BENCH line per measurement, next to the floor (weights and
 //! state at 4.3 TB/s).
 //!
 //! Environment: SAMBA_BENCH_DECODE_VARIANTS (comma-separated names of the variants below,

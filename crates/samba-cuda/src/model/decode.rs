@@ -27,8 +27,8 @@ pub enum DecodeKernels {
     /// Each sublayer on GEMV kernels with its elementwise work fused in (fused.rs; ~100
     /// kernels), as a graph.
     Fused,
-    /// The fused step's kernels as phases of one persistent kernel (persistent.rs). Falls back
-    /// to the fused graph where a step has a kernel the persistent kernel does not run.
+    /// The fused step's kernels as phases of persistent kernels (persistent.rs; batch 1). Falls
+    /// back to the fused graph where a step has a kernel the persistent kernel does not run.
     Persistent,
 }
 

@@ -1,8 +1,10 @@
-//! The decoding step as one persistent kernel (kernels/decode_persistent.cu): the fused step's
-//! ~100 kernels run as phases of one grid, resident on every SM, separated by grid-wide barriers
+//! The decoding step as persistent kernels (kernels/decode_persistent.cu): the fused step's
+//! ~100 kernels run as phases of a grid resident on every SM, separated by grid-wide barriers
 //! instead of kernel boundaries. Each phase requests its first weights before it waits at its
-//! barrier, so the weights keep streaming across phases; no kernel pays a launch, a ramp and a
-//! tail of its own.
+//! barrier, so the weights keep streaming across phases; no phase pays a launch, a ramp and a
+//! tail of its own. The decoding attention runs as its own kernel between two persistent launches
+//! (in the same function its registers made the dense layers spill), so Samba-1.3B's step is 10
+//! persistent launches and 9 attention kernels instead of 102 kernels.
 //!
 //! The table of phases is recorded, not written by hand: the fused step (fused.rs) runs once with
 //! the device recording its launches (ops/pdl.rs) inside a stream capture, so nothing runs. Every
@@ -18,7 +20,7 @@ use cudarc::driver::{sys, CudaFunction, DevicePtr, LaunchConfig};
 use super::plan::CudaActivations;
 use super::state::CudaDecodeState;
 use super::CudaModel;
-use crate::compile::DECODE_PERSISTENT;
+use crate::compile::{ATTENTION_DECODE, DECODE_PERSISTENT};
 use crate::error::{driver, CudaError, Result};
 use crate::ops::entry;
 use crate::ops::gemv::GEMV_MAX_ROWS;
@@ -47,7 +49,6 @@ enum OpKind {
     GemvRope = 4,
     GemvConv = 5,
     ScanStep = 6,
-    Attention = 7,
     Positions = 8,
 }
 
@@ -60,7 +61,6 @@ impl OpKind {
             "gemv_rope_fwd" => OpKind::GemvRope,
             "gemv_conv_fwd" => OpKind::GemvConv,
             "mamba_scan_step_fwd" => OpKind::ScanStep,
-            "attention_decode_fwd" => OpKind::Attention,
             "positions_advance" => OpKind::Positions,
             _ => return None,
         })
@@ -73,22 +73,36 @@ impl OpKind {
             OpKind::GemvSwiglu => 12,
             OpKind::GemvRope => 17,
             OpKind::GemvConv => 16,
-            OpKind::ScanStep | OpKind::Attention => 13,
+            OpKind::ScanStep => 13,
             OpKind::Positions => 3,
         }
     }
 }
+
+/// The launches of a step, in order.
+enum Segment {
+    /// Ops [first, first + count) of the table, as one persistent launch.
+    Phases { first: usize, count: usize },
+    /// A recorded launch run as its own kernel (the decoding attention).
+    Kernel {
+        function: CudaFunction,
+        launch: RecordedLaunch,
+    },
+}
+
+/// The kernel that runs recorded launches of `what` on their own, if any.
+const OWN_KERNEL: &str = "attention_decode_fwd";
 
 /// The recorded step of one (activations, state) pair, ready to launch.
 pub(crate) struct PersistentStep {
     function: CudaFunction,
     /// [ops, OP_WORDS]: kind, grid x, y, z, arguments.
     table: Buffer<u64>,
-    n_ops: usize,
+    segments: Vec<Segment>,
     /// The barrier counter (kernels/decode_persistent.cu), never reset: each launch starts
-    /// where the last one left it.
+    /// where the last one left it (`barriers` of them so far, per block).
     counter: Buffer<u64>,
-    launches: u64,
+    barriers: u64,
     blocks: u32,
     shared_mem_bytes: u32,
     pub state_id: u64,
@@ -160,26 +174,54 @@ impl PersistentStep {
         }
 
         let mut table = Vec::with_capacity(recording.launches.len() * OP_WORDS);
+        let mut segments = Vec::new();
         let mut shared = 0;
-        for l in &recording.launches {
-            table.extend(op_words(l)?);
+        let mut n_ops = 0;
+        for l in recording.launches {
+            if l.what == OWN_KERNEL {
+                let function = dev.function(&ATTENTION_DECODE, &entry::<T>(OWN_KERNEL), 0)?;
+                segments.push(Segment::Kernel {
+                    function,
+                    launch: l,
+                });
+                continue;
+            }
+            if l.args
+                .iter()
+                .skip(rows_arg(l.what))
+                .take(1)
+                .any(|&r| r != 1)
+            {
+                return Err(unsupported(format!(
+                    "{} of more than one row: the persistent kernel's dense layers take one (batch 1)",
+                    l.what
+                )));
+            }
+            table.extend(op_words(&l)?);
             shared = shared.max(l.shared_mem_bytes);
+            match segments.last_mut() {
+                Some(Segment::Phases { count, .. }) => *count += 1,
+                _ => segments.push(Segment::Phases {
+                    first: n_ops,
+                    count: 1,
+                }),
+            }
+            n_ops += 1;
         }
         if shared as usize > smem_budget {
             return Err(unsupported(format!(
                 "an op asks for {shared} bytes of shared memory, the kernel was sized for {smem_budget}"
             )));
         }
-        let n_ops = recording.launches.len();
         if n_ops == 0 {
             return Err(unsupported("the step recorded no launch".into()));
         }
         Ok(PersistentStep {
             function,
             table: dev.upload(&table)?,
-            n_ops,
+            segments,
             counter: dev.zeros::<u64>(1)?,
-            launches: 0,
+            barriers: 0,
             blocks: blocks as u32,
             shared_mem_bytes: smem_budget as u32,
             state_id: state.id,
@@ -191,27 +233,60 @@ impl PersistentStep {
     pub fn launch<T: Elem>(&mut self, model: &CudaModel<T>) -> Result<()> {
         let dev = model.device();
         let s = dev.stream();
-        let base = self.launches * (self.n_ops as u64 - 1) * u64::from(self.blocks);
         let (t_p, _g0) = self.table.device_ptr(s);
         let (c_p, _g1) = self.counter.device_ptr(s);
-        let args = Args::new()
-            .ptr(t_p)
-            .i32(self.n_ops as i32)
-            .ptr(c_p)
-            .u64(base)
-            .i32(POLL_NS);
-        let cfg = LaunchConfig {
-            grid_dim: (self.blocks, 1, 1),
-            block_dim: (THREADS, 1, 1),
-            shared_mem_bytes: self.shared_mem_bytes,
-        };
-        // SAFETY: arguments match decode_persistent_<T>(const u64*, int, u64*, u64, int); the table
-        // holds n_ops ops of OP_WORDS words, each a launch of the step whose arguments were
-        // checked by its wrapper (ops/*.rs) and whose buffers live as long as `acts` and the
-        // state this step was recorded with (the caller replays it only for those); the grid is
-        // the resident block count at this shared memory size, as a cooperative launch needs.
-        unsafe { pdl::launch_cooperative(dev, &self.function, cfg, &args, "decode_persistent") }?;
-        self.launches += 1;
+        for seg in &self.segments {
+            match seg {
+                Segment::Phases { first, count } => {
+                    let args = Args::new()
+                        .ptr(t_p + (first * OP_WORDS * size_of::<u64>()) as u64)
+                        .i32(*count as i32)
+                        .ptr(c_p)
+                        .u64(self.barriers * u64::from(self.blocks))
+                        .i32(POLL_NS);
+                    let cfg = LaunchConfig {
+                        grid_dim: (self.blocks, 1, 1),
+                        block_dim: (THREADS, 1, 1),
+                        shared_mem_bytes: self.shared_mem_bytes,
+                    };
+                    // SAFETY: arguments match decode_persistent_<T>(const u64*, int, u64*, u64,
+                    // int); the table holds `count` ops of OP_WORDS words from `first`, each a
+                    // launch of the step whose arguments were checked by its wrapper (ops/*.rs)
+                    // and whose buffers live as long as `acts` and the state this step was
+                    // recorded with (the caller replays it only for those); the grid is the
+                    // resident block count at this shared memory size, as a cooperative launch
+                    // needs.
+                    unsafe {
+                        pdl::launch_cooperative(
+                            dev,
+                            &self.function,
+                            cfg,
+                            &args,
+                            "decode_persistent",
+                        )
+                    }?;
+                    self.barriers += *count as u64 - 1;
+                }
+                Segment::Kernel { function, launch } => {
+                    let cfg = LaunchConfig {
+                        grid_dim: launch.grid,
+                        block_dim: launch.block,
+                        shared_mem_bytes: launch.shared_mem_bytes,
+                    };
+                    // SAFETY: the launch as its wrapper (ops/attention.rs) checked and recorded
+                    // it, arguments in its entry's order, buffers alive as above.
+                    unsafe {
+                        pdl::launch(
+                            dev,
+                            function,
+                            cfg,
+                            &Args::from_slots(&launch.args),
+                            launch.what,
+                        )
+                    }?;
+                }
+            }
+        }
         Ok(())
     }
 }
@@ -252,6 +327,16 @@ fn work_nodes(graph: sys::CUgraph) -> Result<usize> {
         }
     }
     Ok(work)
+}
+
+/// The index of a dense layer's `rows` argument (usize::MAX for other kinds).
+fn rows_arg(what: &str) -> usize {
+    match what {
+        "gemv_fwd" => 9,
+        "gemv_swiglu_fwd" => 8,
+        "gemv_rope_fwd" | "gemv_conv_fwd" => 13,
+        _ => usize::MAX,
+    }
 }
 
 /// One launch as a row of the table.
@@ -342,7 +427,6 @@ mod tests {
             ("PERSIST_GEMV_ROPE", OpKind::GemvRope),
             ("PERSIST_GEMV_CONV", OpKind::GemvConv),
             ("PERSIST_SCAN_STEP", OpKind::ScanStep),
-            ("PERSIST_ATTENTION", OpKind::Attention),
             ("PERSIST_POSITIONS", OpKind::Positions),
         ] {
             assert_eq!(define(name), kind as u64, "{name}");

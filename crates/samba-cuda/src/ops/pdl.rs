@@ -46,6 +46,13 @@ impl Args {
         self
     }
 
+    /// The arguments of a recorded launch.
+    pub fn from_slots(slots: &[u64]) -> Args {
+        Args {
+            slots: slots.to_vec(),
+        }
+    }
+
     /// A 64-bit integer (`long` or `unsigned long long`).
     pub fn u64(mut self, v: u64) -> Args {
         self.slots.push(v);

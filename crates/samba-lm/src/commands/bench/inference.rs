@@ -62,7 +62,8 @@ pub struct DecodeArgs {
     #[arg(long, default_value = "auto")]
     pub device: String,
     /// The GPU decoding step's kernels: unfused (cuBLAS; the fastest today), fused, or
-    /// persistent (one kernel; an experiment). Default: $SAMBA_DECODE, else unfused.
+    /// persistent (the fused step as phases of persistent kernels, batch 1; an experiment).
+    /// Default: $SAMBA_DECODE, else unfused.
     #[arg(long, value_parser = ["unfused", "fused", "persistent"])]
     pub kernels: Option<String>,
     #[arg(long)]
