@@ -54,8 +54,14 @@ use crate::{Buffer, CudaDevice, Elem};
 /// fused step took 1.59 ms against 1.36 ms for the unfused one on cuBLAS (docs/gpu.md, "Fused
 /// decoding kernels").
 pub(super) fn applies<T: Elem>(model: &CudaModel<T>, acts: &CudaActivations<T>) -> bool {
-    let c = &model.config;
-    let widest = [
+    acts.shape.seq == 1
+        && gemv_applies::<T>(acts.shape.rows(), widest_input(&model.config))
+        && acts.decode_kernels != DecodeKernels::Unfused
+}
+
+/// The longest input row of the step's dense layers (what the GEMV kernels stage).
+pub(super) fn widest_input(c: &samba_model::Config) -> usize {
+    [
         c.d_model,
         c.d_inner(),
         c.heads * c.head_dim,
@@ -63,10 +69,7 @@ pub(super) fn applies<T: Elem>(model: &CudaModel<T>, acts: &CudaActivations<T>) 
     ]
     .into_iter()
     .max()
-    .unwrap_or(0);
-    acts.shape.seq == 1
-        && gemv_applies::<T>(acts.shape.rows(), widest)
-        && acts.decode_kernels != DecodeKernels::Unfused
+    .unwrap_or(0)
 }
 
 /// x += sublayer(RMSNorm(x)) for one sublayer, fused where its kernels apply.

@@ -117,16 +117,7 @@ impl PersistentStep {
         state: &mut CudaDecodeState<T>,
     ) -> Result<PersistentStep> {
         let dev = model.device();
-        let c = &model.config;
-        let widest = [
-            c.d_model,
-            c.d_inner(),
-            c.heads * c.head_dim,
-            c.mlp_hidden.max(2 * c.d_model),
-        ]
-        .into_iter()
-        .max()
-        .unwrap_or(0);
+        let widest = super::fused::widest_input(&model.config);
         let smem_budget =
             GEMV_MAX_ROWS.min(acts.shape.rows()) * widest.div_ceil(8) * 8 * size_of::<T>();
         let function = dev.function(

@@ -128,12 +128,8 @@ pub(crate) unsafe fn launch(
         });
         return Ok(());
     }
-    // SAFETY: an all-zero attribute value is plain data.
-    let mut attr = sys::CUlaunchAttribute {
-        id: sys::CUlaunchAttributeID::CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION,
-        pad: [0; 4],
-        value: std::mem::zeroed(),
-    };
+    let mut attr =
+        attribute(sys::CUlaunchAttributeID::CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION);
     attr.value.programmaticStreamSerializationAllowed = 1;
     launch_ex(dev, f, cfg, args, what, &mut attr, enabled(dev))
 }
@@ -150,14 +146,19 @@ pub(crate) unsafe fn launch_cooperative(
     args: &Args,
     what: &'static str,
 ) -> Result<()> {
-    // SAFETY: an all-zero attribute value is plain data.
-    let mut attr = sys::CUlaunchAttribute {
-        id: sys::CUlaunchAttributeID::CU_LAUNCH_ATTRIBUTE_COOPERATIVE,
-        pad: [0; 4],
-        value: std::mem::zeroed(),
-    };
+    let mut attr = attribute(sys::CUlaunchAttributeID::CU_LAUNCH_ATTRIBUTE_COOPERATIVE);
     attr.value.cooperative = 1;
     launch_ex(dev, f, cfg, args, what, &mut attr, true)
+}
+
+/// A launch attribute of `id` with its value zeroed (the caller sets the field `id` uses).
+fn attribute(id: sys::CUlaunchAttributeID) -> sys::CUlaunchAttribute {
+    sys::CUlaunchAttribute {
+        id,
+        pad: [0; 4],
+        // SAFETY: a launch attribute value is a union of plain integers; all-zero is valid.
+        value: unsafe { std::mem::zeroed() },
+    }
 }
 
 /// `cuLaunchKernelEx` on the device's stream, with `attr` when `with_attr`.
