@@ -4,9 +4,9 @@
 // GEMVs with their elementwise work, the scan step, the decoding attention, the head and the
 // position advance. Launched one by one, every kernel pays a fixed cost of ~4-5 us (the launch,
 // the ramp until its first weights arrive, the tail while its last blocks finish) against the
-// 2-13 us its weights take to stream at the bandwidth floor. Here one grid, resident on every SM
-// at once (a cooperative launch), runs the same kernel bodies in order from a table of ops the
-// host recorded from the fused step's launches:
+// 2-13 us its weights take to stream at the bandwidth floor. Here a grid resident on every SM at
+// once (a cooperative launch) runs the same kernel bodies in order, from a table of ops the host
+// recorded from the fused step's launches:
 //
 //   for op k:  each block runs op k's virtual blocks v = blockIdx.x, blockIdx.x + gridDim.x, ...
 //              (block() and size() are op k's own grid), and where the body calls wait() --
@@ -21,8 +21,9 @@
 //
 // Barrier k of a launch: one 64-bit counter to which every block adds 1 per barrier; barrier k
 // is passed when counter >= base + k * gridDim.x, base = the barriers of every earlier launch
-// times gridDim.x (the host counts them), so nothing is reset between launches. A block with no virtual block
-// in op k still passes barrier k, and every barrier up to the last op before it exits, in order.
+// times gridDim.x (the host counts them), so nothing is reset between launches. A block with no
+// virtual block in op k still passes barrier k, and every barrier up to the last op before it
+// exits, in order.
 // A block's writes before a barrier are ordered before its arrival by __syncthreads and a
 // gpu-scope fence; the fence after the read that sees the count orders the block's later reads
 // after every arrival (the pattern of cooperative groups' grid sync).
@@ -54,14 +55,15 @@ __device__ __forceinline__ u64 persist_ld_relaxed(const u64* p) {
     return v;
 }
 
-// The barrier's state, in shared memory (set once per launch; kept out of the registers the
-// op bodies need).
+// The shared-memory address of p (for cp.async).
 __device__ __forceinline__ unsigned persist_smem_addr(const void* p) {
     unsigned a;
     asm("{ .reg .u64 t; cvta.to.shared.u64 t, %1; cvt.u32.u64 %0, t; }" : "=r"(a) : "l"(p));
     return a;
 }
 
+// The barrier's state, in shared memory (set once per launch; kept out of the registers the
+// op bodies need).
 struct PersistSync {
     u64* count;
     u64 base;
