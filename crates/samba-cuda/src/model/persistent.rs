@@ -9,8 +9,9 @@
 //! The table of phases is recorded, not written by hand: the fused step (fused.rs) runs once with
 //! the device recording its launches (ops/pdl.rs) inside a stream capture, so nothing runs. Every
 //! launch of the step must be one the persistent kernel knows ([`OpKind`]), with 128-thread
-//! blocks; a step with any other kernel (a sublayer the fused kernels do not cover) leaves a
-//! non-empty capture, and the decoding step falls back to a CUDA graph of the usual kernels.
+//! blocks and dense layers of one row (batch 1); a step with any other kernel (a sublayer the
+//! fused kernels do not cover) leaves a non-empty capture. Either way the decoding step falls back
+//! to a CUDA graph of the fused kernels.
 //! Like a captured graph, the table holds the addresses of the activations, the state and the
 //! weights, so it serves every later step of the same (activations, state) pair.
 
@@ -34,8 +35,8 @@ const OP_WORDS: usize = 4 + MAX_ARGS;
 /// Shared memory a kernel may take without the opt-in attribute, and what it opts in to.
 const DEFAULT_SMEM: usize = 48 * 1024;
 const MAX_SMEM: usize = 160 * 1024;
-/// Static shared memory of the kernel (the attention merge's weights, the GEMV reductions, the op
-/// words; a bound, so the dynamic part is sized against the rest of the 227 KiB).
+/// Static shared memory of the kernel (the GEMV reductions, the op words, the barrier's state;
+/// a bound, so the dynamic part is sized against the rest of the 227 KiB).
 const STATIC_SMEM: usize = 16 * 1024;
 
 /// The kernels the persistent step runs, with the number of arguments of each entry point
