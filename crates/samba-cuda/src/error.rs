@@ -96,6 +96,31 @@ pub(crate) fn check_len(
     }
 }
 
+/// Rows of `width` values `stride` apart: the last row must end inside the buffer.
+pub(crate) fn check_rows(
+    op: &'static str,
+    what: &'static str,
+    len: usize,
+    rows: usize,
+    stride: usize,
+    width: usize,
+) -> Result<()> {
+    let need = if rows == 0 {
+        0
+    } else {
+        (rows - 1) * stride + width
+    };
+    if stride < width || len < need {
+        return Err(CudaError::Unsupported {
+            op,
+            reason: format!(
+                "{what}: {rows} rows of {width} values {stride} apart need {need} elements, the buffer holds {len}"
+            ),
+        });
+    }
+    Ok(())
+}
+
 /// A size as the `int` a kernel takes, or an error naming it.
 pub(crate) fn to_i32(op: &'static str, what: &str, v: usize) -> Result<i32> {
     i32::try_from(v).map_err(|_| CudaError::Unsupported {

@@ -17,6 +17,8 @@ use samba_cuda::bench::{decode, random_model};
 use samba_cuda::{cuda_available, CudaDevice, DecodeKernels};
 use samba_model::preset::preset;
 
+mod common;
+
 /// (name, environment) of each configuration of the step.
 const VARIANTS: &[(&str, &[(&str, &str)])] = &[
     ("default", &[]),
@@ -40,15 +42,6 @@ const SWITCHES: &[&str] = &[
     "SAMBA_GEMV",
 ];
 
-fn env_list(key: &str, default: &str) -> Vec<String> {
-    std::env::var(key)
-        .unwrap_or_else(|_| default.to_string())
-        .split(',')
-        .map(|s| s.trim().to_string())
-        .filter(|s| !s.is_empty())
-        .collect()
-}
-
 #[test]
 #[ignore = "a benchmark: run on the GPU machine"]
 fn bench_decode_samba_1_3b_kernel_variants() {
@@ -60,7 +53,7 @@ fn bench_decode_samba_1_3b_kernel_variants() {
     dev.load_all_kernels().expect("kernels");
     let config = preset("samba-1.3b").expect("preset");
     let model = random_model::<bf16>(dev.clone(), config).expect("model");
-    let wanted = env_list(
+    let wanted = common::env_list(
         "SAMBA_BENCH_DECODE_VARIANTS",
         &VARIANTS.iter().map(|v| v.0).collect::<Vec<_>>().join(","),
     );
@@ -68,7 +61,7 @@ fn bench_decode_samba_1_3b_kernel_variants() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(64);
-    let batches: Vec<usize> = env_list("SAMBA_BENCH_DECODE_BATCHES", "1,2,4")
+    let batches: Vec<usize> = common::env_list("SAMBA_BENCH_DECODE_BATCHES", "1,2,4")
         .iter()
         .filter_map(|b| b.parse().ok())
         .collect();

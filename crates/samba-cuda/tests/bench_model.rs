@@ -20,14 +20,7 @@ use samba_cuda::bench::{
 use samba_cuda::{cuda_available, CudaDevice, DecodeKernels};
 use samba_model::preset::preset;
 
-fn env_list(key: &str, default: &str) -> Vec<String> {
-    std::env::var(key)
-        .unwrap_or_else(|_| default.to_string())
-        .split(',')
-        .map(|s| s.trim().to_string())
-        .filter(|s| !s.is_empty())
-        .collect()
-}
+mod common;
 
 struct Out(std::fs::File);
 
@@ -54,9 +47,9 @@ fn bench_prefill_and_decode_samba_and_llama_1_3b() {
     }
     let dev = Arc::new(CudaDevice::open(0).expect("open device 0"));
     dev.load_all_kernels().expect("kernels");
-    let parts = env_list("SAMBA_BENCH_PARTS", "prefill,decode");
-    let models = env_list("SAMBA_BENCH_MODELS", "samba,llama");
-    let lengths: Vec<usize> = env_list(
+    let parts = common::env_list("SAMBA_BENCH_PARTS", "prefill,decode");
+    let models = common::env_list("SAMBA_BENCH_MODELS", "samba,llama");
+    let lengths: Vec<usize> = common::env_list(
         "SAMBA_BENCH_LENGTHS",
         "1024,2048,4096,8192,16384,32768,65536,131072",
     )

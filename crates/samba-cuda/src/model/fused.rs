@@ -1,7 +1,8 @@
 //! The decoding step's sublayers with their kernels fused (one token per sequence, at most 4
-//! sequences, with a state; `SAMBA_FUSED_DECODE=1`): each sublayer's RMSNorm runs in the
-//! prologue of its first dense layer and the elementwise work between dense layers in their
-//! epilogues (kernels/gemv.cu), so Samba-1.3B's step is 102 kernels instead of ~230:
+//! sequences, with a state; `DecodeKernels::Fused`, `SAMBA_DECODE=fused`): each sublayer's
+//! RMSNorm runs in the prologue of its first dense layer and the elementwise work between dense
+//! layers in their epilogues (kernels/gemv.cu), so Samba-1.3B's step is 102 kernels instead of
+//! ~230:
 //!
 //!   Mamba      [u, z] = conv step(RMSNorm(x) @ in_proj^T)   gemv_conv_fwd (conv state in place)
 //!              x_dbl  = u @ x_proj^T                         gemv_fwd

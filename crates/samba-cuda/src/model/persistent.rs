@@ -87,7 +87,9 @@ enum Segment {
     /// A recorded launch run as its own kernel (the decoding attention).
     Kernel {
         function: CudaFunction,
-        launch: RecordedLaunch,
+        cfg: LaunchConfig,
+        args: Args,
+        what: &'static str,
     },
 }
 
@@ -174,16 +176,18 @@ impl PersistentStep {
                 let function = dev.function(&ATTENTION_DECODE, &entry::<T>(OWN_KERNEL), 0)?;
                 segments.push(Segment::Kernel {
                     function,
-                    launch: l,
+                    cfg: LaunchConfig {
+                        grid_dim: l.grid,
+                        block_dim: l.block,
+                        shared_mem_bytes: l.shared_mem_bytes,
+                    },
+                    args: Args::from_slots(&l.args),
+                    what: l.what,
                 });
                 continue;
             }
-            if l.args
-                .iter()
-                .skip(rows_arg(l.what))
-                .take(1)
-                .any(|&r| r != 1)
-            {
+            let rows = rows_arg(l.what).and_then(|i| l.args.get(i));
+            if rows.is_some_and(|&r| r != 1) {
                 return Err(unsupported(format!(
                     "{} of more than one row: the persistent kernel's dense layers take one (batch 1)",
                     l.what
@@ -259,23 +263,15 @@ impl PersistentStep {
                     }?;
                     self.barriers += *count as u64 - 1;
                 }
-                Segment::Kernel { function, launch } => {
-                    let cfg = LaunchConfig {
-                        grid_dim: launch.grid,
-                        block_dim: launch.block,
-                        shared_mem_bytes: launch.shared_mem_bytes,
-                    };
+                Segment::Kernel {
+                    function,
+                    cfg,
+                    args,
+                    what,
+                } => {
                     // SAFETY: the launch as its wrapper (ops/attention.rs) checked and recorded
                     // it, arguments in its entry's order, buffers alive as above.
-                    unsafe {
-                        pdl::launch(
-                            dev,
-                            function,
-                            cfg,
-                            &Args::from_slots(&launch.args),
-                            launch.what,
-                        )
-                    }?;
+                    unsafe { pdl::launch(dev, function, *cfg, args, what) }?;
                 }
             }
         }
@@ -321,13 +317,13 @@ fn work_nodes(graph: sys::CUgraph) -> Result<usize> {
     Ok(work)
 }
 
-/// The index of a dense layer's `rows` argument (usize::MAX for other kinds).
-fn rows_arg(what: &str) -> usize {
+/// The index of a dense layer's `rows` argument (None for other kinds).
+fn rows_arg(what: &str) -> Option<usize> {
     match what {
-        "gemv_fwd" => 9,
-        "gemv_swiglu_fwd" => 8,
-        "gemv_rope_fwd" | "gemv_conv_fwd" => 13,
-        _ => usize::MAX,
+        "gemv_fwd" => Some(9),
+        "gemv_swiglu_fwd" => Some(8),
+        "gemv_rope_fwd" | "gemv_conv_fwd" => Some(13),
+        _ => None,
     }
 }
 

@@ -21,10 +21,10 @@ use samba_cpu::ops::causal_conv::ConvDims;
 use samba_cpu::ops::matmul::LinearDims;
 
 use super::pdl::{self, Args};
-use super::rope::{check_qkv_dims, DeviceRopeTable};
+use super::rope::{check_qkv_dims, check_table, DeviceRopeTable};
 use super::{entry, StateIn, StateOut};
 use crate::compile::GEMV;
-use crate::error::{check_len, to_i32, Result};
+use crate::error::{check_len, check_rows, to_i32, Result};
 use crate::{CudaDevice, CudaError, Elem};
 
 /// Input rows at most (GEMV_MAX_ROWS in the kernel).
@@ -100,16 +100,7 @@ fn input_args<T: Elem>(
     let s = dev.stream();
     Ok(match input {
         GemvInput::Rows { inp, stride } => {
-            let need = (rows - 1) * stride + in_features;
-            if *stride < in_features || inp.elems() < need {
-                return Err(CudaError::Unsupported {
-                    op,
-                    reason: format!(
-                        "inp: {rows} rows of {in_features} values {stride} apart need {need} elements, the buffer holds {}",
-                        inp.elems()
-                    ),
-                });
-            }
+            check_rows(op, "inp", inp.elems(), rows, *stride, in_features)?;
             let (p, _g) = inp.ptr(s);
             args.ptr(p)
                 .i32(to_i32(op, "inp_stride", *stride)?)
@@ -198,26 +189,6 @@ fn plan<T: Elem>(
     Ok((f, k_split as i32, cfg))
 }
 
-fn check_out_rows(
-    op: &'static str,
-    what: &'static str,
-    len: usize,
-    rows: usize,
-    stride: usize,
-    width: usize,
-) -> Result<()> {
-    let need = (rows - 1) * stride + width;
-    if stride < width || len < need {
-        return Err(CudaError::Unsupported {
-            op,
-            reason: format!(
-                "{what}: {rows} rows of {width} values {stride} apart need {need} elements, the buffer holds {len}"
-            ),
-        });
-    }
-    Ok(())
-}
-
 /// out [rows, out_features] = xin @ w^T (T or f32) or out += xin @ w^T (f32), w [out_features,
 /// in_features] (T). The decoding step's plain dense layers (x_proj, the output projections
 /// into the residual stream) and, with an RMSNorm input, the output head.
@@ -248,7 +219,7 @@ pub fn gemv_fwd<T: Elem>(
     let s = dev.stream();
     let (o_p, _g, stride, mode) = match out {
         GemvOut::Elem { out, stride } => {
-            check_out_rows(OP, "out", out.elems(), rows, stride, out_features)?;
+            check_rows(OP, "out", out.elems(), rows, stride, out_features)?;
             let (p, g) = out.ptr_mut(s);
             (p, g, stride, 0)
         }
@@ -257,7 +228,7 @@ pub fn gemv_fwd<T: Elem>(
             stride,
             accumulate,
         } => {
-            check_out_rows(OP, "out", out.elems(), rows, stride, out_features)?;
+            check_rows(OP, "out", out.elems(), rows, stride, out_features)?;
             let (p, g) = out.ptr_mut(s);
             (p, g, stride, if accumulate { 2 } else { 1 })
         }
@@ -345,24 +316,13 @@ pub fn gemv_rope_fwd<T: Elem>(
     const OP: &str = "gemv_rope_fwd";
     check_qkv_dims(OP, dims)?;
     let (rows, n_out) = (dims.batch, dims.qkv_dim());
-    if dims.seq != 1
-        || dims.head_dim % 2 != 0
-        || table.head_dim != dims.head_dim
-        || table.start != 0
-        || max_position >= table.len
-    {
+    if dims.seq != 1 {
         return Err(CudaError::Unsupported {
             op: OP,
-            reason: format!(
-                "one token per sequence (seq {}), an even head_dim ({}) and a table from position 0 covering {max_position} (head_dim {}, positions {}..{})",
-                dims.seq,
-                dims.head_dim,
-                table.head_dim,
-                table.start,
-                table.start + table.len
-            ),
+            reason: format!("one token per sequence, not {}", dims.seq),
         });
     }
+    check_table(OP, table, dims.head_dim, max_position)?;
     check_len(
         OP,
         "w",

@@ -14,7 +14,7 @@ use cudarc::driver::{DevicePtr, DevicePtrMut};
 use samba_cpu::ops::matmul::LinearDims;
 
 use super::gemv::{gemv_applies, gemv_fwd, GemvInput, GemvOut};
-use crate::error::{check_len, to_i32, Result};
+use crate::error::{check_len, check_rows, to_i32, Result};
 use crate::{CudaDevice, CudaError, Elem};
 
 /// out [rows, out_features] = inp [rows, in_features] @ w^T, w [out_features, in_features].
@@ -210,27 +210,8 @@ fn check_strided(
         out_features * in_features,
         "[out_features, in_features]",
     )?;
-    let span = |stride: usize, width: usize| {
-        if rows == 0 {
-            0
-        } else {
-            (rows - 1) * stride + width
-        }
-    };
-    for (what, len, stride, width) in [
-        ("inp", inp_len, inp_stride, in_features),
-        ("out", out_len, out_stride, out_features),
-    ] {
-        if stride < width || len < span(stride, width) {
-            return Err(CudaError::Unsupported {
-                op,
-                reason: format!(
-                    "{what}: {rows} rows of {width} values {stride} apart need {} elements, the buffer holds {len}",
-                    span(stride, width)
-                ),
-            });
-        }
-    }
+    check_rows(op, "inp", inp_len, rows, inp_stride, in_features)?;
+    check_rows(op, "out", out_len, rows, out_stride, out_features)?;
     if in_features == 0 && rows > 0 && out_features > 0 {
         return Err(CudaError::Unsupported {
             op,

@@ -112,6 +112,33 @@ pub fn rope_fwd<T: Elem>(
     Ok(())
 }
 
+/// An even head_dim, and a table of that head_dim from position 0 covering `max_position`: what
+/// the kernels that rotate at positions read from the device (`rope_pos_fwd`, `gemv_rope_fwd`)
+/// need.
+pub(crate) fn check_table(
+    op: &'static str,
+    table: &DeviceRopeTable,
+    head_dim: usize,
+    max_position: usize,
+) -> Result<()> {
+    if head_dim % 2 != 0
+        || table.head_dim != head_dim
+        || table.start != 0
+        || max_position >= table.len
+    {
+        return Err(CudaError::Unsupported {
+            op,
+            reason: format!(
+                "the table (head_dim {}, positions {}..{}) does not fit head_dim {head_dim} and position {max_position}",
+                table.head_dim,
+                table.start,
+                table.start + table.len,
+            ),
+        });
+    }
+    Ok(())
+}
+
 /// [`rope_fwd`] at positions held on the device: token t of sequence b is at absolute position
 /// `pos0[b] + t` (`pos0` None: t), a row of `table`, which must start at position 0 and cover
 /// `max_position` (the largest position used, which the caller knows from its host copy of the
@@ -126,22 +153,7 @@ pub fn rope_pos_fwd<T: Elem>(
 ) -> Result<()> {
     const OP: &str = "rope_pos_fwd";
     check_qkv_dims(OP, dims)?;
-    if dims.head_dim % 2 != 0
-        || table.head_dim != dims.head_dim
-        || table.start != 0
-        || max_position >= table.len
-    {
-        return Err(CudaError::Unsupported {
-            op: OP,
-            reason: format!(
-                "the table (head_dim {}, positions {}..{}) does not fit head_dim {} and position {max_position}",
-                table.head_dim,
-                table.start,
-                table.start + table.len,
-                dims.head_dim
-            ),
-        });
-    }
+    check_table(OP, table, dims.head_dim, max_position)?;
     if let Some(p) = &pos0 {
         check_len(OP, "pos0", p.elems(), dims.batch, "[batch]")?;
     }

@@ -6,7 +6,7 @@ use samba_cpu::ops::selective_scan::ScanDims;
 
 use super::{grid_dim, StateIn, StateOut};
 use crate::compile::SELECTIVE_SCAN;
-use crate::error::{check_len, driver, to_i32, Result};
+use crate::error::{check_len, check_rows, driver, to_i32, Result};
 use crate::{CudaDevice, CudaError, Elem};
 
 /// The inputs of one scan on the device, shapes as in the CPU's `ScanInputs`.
@@ -113,31 +113,6 @@ pub fn selective_scan_fwd_with_state<T: Elem>(
         dims,
         strides,
     )
-}
-
-/// Rows of `width` values `stride` apart: the last row must end inside the buffer.
-fn check_rows(
-    op: &'static str,
-    what: &'static str,
-    len: usize,
-    rows: usize,
-    stride: usize,
-    width: usize,
-) -> Result<()> {
-    let need = if rows == 0 {
-        0
-    } else {
-        (rows - 1) * stride + width
-    };
-    if stride < width || len < need {
-        return Err(CudaError::Unsupported {
-            op,
-            reason: format!(
-                "{what}: {rows} rows of {width} values {stride} apart need {need} elements, the buffer holds {len}"
-            ),
-        });
-    }
-    Ok(())
 }
 
 fn check<T>(

@@ -1,5 +1,6 @@
 //! Support for the parity tests: the shared device, fresh seeds, poisoned outputs, the error
-//! measure and the PARITY lines that scripts/gpu-check collects.
+//! measure and the PARITY lines that scripts/gpu-check collects; and for the benchmarks, lists
+//! from the environment.
 
 // Each test binary uses its own subset of these helpers.
 #![allow(dead_code)]
@@ -164,4 +165,14 @@ pub fn expect_l2(name: &str, dtype: &str, shape: &str, gpu: &[f32], cpu: &[f32],
 pub fn all_passed() {
     let n = FAILED.with(|f| f.get());
     assert_eq!(n, 0, "{n} checks failed (the FAIL lines above)");
+}
+
+/// A comma-separated list from the environment variable `key` (`default` when unset).
+pub fn env_list(key: &str, default: &str) -> Vec<String> {
+    std::env::var(key)
+        .unwrap_or_else(|_| default.to_string())
+        .split(',')
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .collect()
 }
