@@ -28,6 +28,20 @@ __device__ __forceinline__ bf16_t f32_to_bf16(float f) {
 __device__ __forceinline__ void st(float* p, float v) { *p = v; }
 __device__ __forceinline__ void st(bf16_t* p, float v) { *p = f32_to_bf16(v); }
 
+// v as it reads back after being stored in T (a fused kernel rounds where the unfused path
+// stores an intermediate).
+template <typename T>
+__device__ __forceinline__ float stored(float v);
+template <>
+__device__ __forceinline__ float stored<float>(float v) {
+    return v;
+}
+template <>
+__device__ __forceinline__ float stored<bf16_t>(float v) {
+    const bf16_t b = f32_to_bf16(v);
+    return ld(&b);
+}
+
 // silu(x) = x * sigmoid(x) = x / (1 + e^-x)
 __device__ __forceinline__ float silu(float x) { return x / (1.0f + expf(-x)); }
 

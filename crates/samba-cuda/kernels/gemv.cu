@@ -89,19 +89,6 @@ __device__ __forceinline__ void gemv_unpack<float>(float* f, uint4 v) {
     f[3] = __uint_as_float(v.w);
 }
 
-// v as it reads back after being stored in T.
-template <typename T>
-__device__ __forceinline__ float gemv_stored(float v);
-template <>
-__device__ __forceinline__ float gemv_stored<float>(float v) {
-    return v;
-}
-template <>
-__device__ __forceinline__ float gemv_stored<bf16_t>(float v) {
-    const bf16_t b = f32_to_bf16(v);
-    return ld(&b);
-}
-
 __device__ __forceinline__ bool gemv_aligned(const void* p) { return ((unsigned long long)p & 15ull) == 0; }
 
 // The prologue stages the input rows into shared memory xs [rows, ldx] (T) in two halves around
@@ -486,7 +473,7 @@ struct GemvSwiglu {
     using Pre = GemvNoPre;
     __device__ void prefetch(int, int, Pre&) const {}
     __device__ void store(int j, int r, const float (&y)[2], const Pre&) const {
-        st(act + (long)r * stride + j, silu(gemv_stored<T>(y[0])) * gemv_stored<T>(y[1]));
+        st(act + (long)r * stride + j, silu(stored<T>(y[0])) * stored<T>(y[1]));
     }
 };
 
@@ -511,7 +498,7 @@ struct GemvRope {
         const int half = head_dim / 2;
         const int head = u / half;
         T* dst = qkv + (long)r * stride + head * head_dim + u % half;
-        const float a = gemv_stored<T>(y[0]), b = gemv_stored<T>(y[1]);
+        const float a = stored<T>(y[0]), b = stored<T>(y[1]);
         if (head % (q_per_kv + 2) <= q_per_kv) {  // q heads and k, not v
             st(dst, a * pre.c - b * pre.s);
             st(dst + half, b * pre.c + a * pre.s);
@@ -550,7 +537,7 @@ struct GemvConv {
             return;
         }
         const int hist_len = d_conv - 1;
-        const float xv = gemv_stored<T>(y[0]);
+        const float xv = stored<T>(y[0]);
         float p = pre.bias;
 #pragma unroll
         for (int k = 0; k < GEMV_CONV_MAX_K; ++k) {

@@ -16,18 +16,6 @@
 // launch, or in the persistent step: while the work before finishes).
 #define SCAN_STEP_RPL 12
 
-template <typename T>
-__device__ __forceinline__ float scan_step_stored(float v);
-template <>
-__device__ __forceinline__ float scan_step_stored<float>(float v) {
-    return v;
-}
-template <>
-__device__ __forceinline__ float scan_step_stored<bf16_t>(float v) {
-    const bf16_t b = f32_to_bf16(v);
-    return ld(&b);
-}
-
 template <typename T, typename G>
 __device__ void mamba_scan_step_fwd(const G& g, T* y, float* h, const T* x_dbl, const T* u, const T* z, int z_stride,
                                     const T* dt_w, const T* dt_b, const T* a_log, const T* d_skip, int d_inner,
@@ -76,7 +64,7 @@ __device__ void mamba_scan_step_fwd(const G& g, T* y, float* h, const T* x_dbl, 
     if (active)
         for (int k = n + N * SCAN_STEP_RPL; k < dt_rank; k += N) dot += ld(dt_w + (long)e * dt_rank + k) * ld(xr + k);
     for (int o = N / 2; o > 0; o >>= 1) dot += __shfl_xor_sync(0xffffffffu, dot, o);
-    const float delta = softplus(scan_step_stored<T>(dot) + bias);
+    const float delta = softplus(stored<T>(dot) + bias);
 
     float part = 0.0f;
     if (active) {
