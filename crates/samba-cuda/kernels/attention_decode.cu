@@ -71,33 +71,34 @@ __device__ __forceinline__ void ld_vec<bf16_t>(float* dst, const bf16_t* src, in
 // The merge of one query head's splits into out (see the top of the file); 128 threads. Every
 // load it needs first (each split's m and l, and the first DEC_MERGE_LOADS splits' values of this
 // thread's first output), then the arithmetic: one round trip for up to DEC_MERGE_LOADS splits.
-template <typename T>
-__device__ void attention_decode_merge(T* out, const float* part, int b, int h, int heads, int hd, int n_split) {
+template <typename T, typename G>
+__device__ void attention_decode_merge(const G& grid, T* out, const float* part, int b, int h, int heads, int hd,
+                                       int n_split) {
     __shared__ float s_w[DEC_MAX_SPLITS], s_l[DEC_MAX_SPLITS];
     __shared__ float scratch[32];
     const float* src = part + ((long)b * heads + h) * n_split * (hd + 2);
-    const int d0 = threadIdx.x;
+    const int d0 = grid.thread();
     float v[DEC_MERGE_LOADS];
 #pragma unroll
     for (int j = 0; j < DEC_MERGE_LOADS; ++j) v[j] = j < n_split && d0 < hd ? ld_cg(src + j * (hd + 2) + d0) : 0.0f;
     float big = -INFINITY;
-    for (int s = threadIdx.x; s < n_split; s += blockDim.x) {
+    for (int s = grid.thread(); s < n_split; s += grid.threads()) {
         const float ms = ld_cg(src + s * (hd + 2) + hd);
         s_w[s] = ms;
         s_l[s] = ld_cg(src + s * (hd + 2) + hd + 1);
         big = fmaxf(big, ms);
     }
-    big = block_max(big, scratch);  // its barriers also publish s_w, s_l
+    big = group_max(grid, big, scratch);  // its barriers also publish s_w, s_l
     float l = 0.0f;
-    for (int s = threadIdx.x; s < n_split; s += blockDim.x) {
+    for (int s = grid.thread(); s < n_split; s += grid.threads()) {
         const float wgt = s_w[s] == -INFINITY ? 0.0f : expf(s_w[s] - big);
         s_w[s] = wgt;
         l += wgt * s_l[s];
     }
-    l = block_sum(l, scratch);  // and the weights
+    l = group_sum(grid, l, scratch);  // and the weights
     const float inv_l = 1.0f / l;
     T* o = out + ((long)b * heads + h) * hd;
-    for (int d = d0; d < hd; d += blockDim.x) {
+    for (int d = d0; d < hd; d += grid.threads()) {
         float a = 0.0f;
         for (int s0 = 0; s0 < n_split; s0 += DEC_MERGE_LOADS) {
             if (s0 > 0 || d > d0) {
@@ -111,7 +112,7 @@ __device__ void attention_decode_merge(T* out, const float* part, int b, int h, 
         }
         st(o + d, a * inv_l);
     }
-    __syncthreads();  // s_w, s_l and scratch are reused by the next head's merge
+    grid.sync();  // s_w, s_l and scratch are reused by the next head's merge
 }
 
 template <typename T, typename G>
@@ -135,7 +136,7 @@ __device__ void attention_decode_fwd(const G& grid, T* out, float* part, unsigne
     const int lpk = min(32, hd / VEC);  // lanes per key (a power of two: the host checks)
     const int kpw = 32 / lpk;           // keys per warp step
     const int dpl = hd / lpk;           // values per lane
-    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    const int lane = grid.thread() & 31, warp = grid.thread() >> 5;
     const int sub = lane / lpk, d0 = (lane % lpk) * dpl;
     const T* row = qkv + (long)b * qkv_dim;
     const float scale = 1.0f / sqrtf((float)hd);
@@ -225,17 +226,17 @@ __device__ void attention_decode_fwd(const G& grid, T* out, float* part, unsigne
             s_l[warp] = l;
         }
     }
-    __syncthreads();
+    grid.sync();
     float big = -INFINITY;
     for (int w = 0; w < DEC_WARPS; ++w) big = fmaxf(big, s_m[w]);
     float* dst = part + (((long)b * heads + h) * n_split + split) * (hd + 2);
-    for (int d = threadIdx.x; d < hd; d += blockDim.x) {
+    for (int d = grid.thread(); d < hd; d += grid.threads()) {
         float a = 0.0f;
         if (big != -INFINITY)
             for (int w = 0; w < DEC_WARPS; ++w) a += s_acc[w][d] * expf(s_m[w] - big);
         dst[d] = a;
     }
-    if (threadIdx.x == 0) {
+    if (grid.thread() == 0) {
         float ls = 0.0f;
         if (big != -INFINITY)
             for (int w = 0; w < DEC_WARPS; ++w) ls += s_l[w] * expf(s_m[w] - big);
@@ -246,22 +247,24 @@ __device__ void attention_decode_fwd(const G& grid, T* out, float* part, unsigne
     // Count this block done; the group's last block merges and stores the key and value.
     __shared__ bool s_last;
     __threadfence();
-    __syncthreads();
+    grid.sync();
     unsigned* counter = done + (long)b * kv_heads + g;
-    if (threadIdx.x == 0) s_last = atomicAdd(counter, 1u) == (unsigned)(q_per_kv * n_split - 1);
-    __syncthreads();
-    if (!s_last) return;
+    if (grid.thread() == 0) s_last = atomicAdd(counter, 1u) == (unsigned)(q_per_kv * n_split - 1);
+    grid.sync();
+    const bool last = s_last;
+    grid.sync();  // every thread has read s_last (a next block of this body may set it: persistent step)
+    if (!last) return;
     __threadfence();
     for (int hh = g * q_per_kv; hh < (g + 1) * q_per_kv; ++hh)
-        attention_decode_merge(out, part, b, hh, heads, hd, n_split);
+        attention_decode_merge(grid, out, part, b, hh, heads, hd, n_split);
     if (cap > 0) {
         const long slot = ((long)b * cap + p % cap) * kv_dim + (long)g * hd;
-        for (int d = threadIdx.x; d < hd; d += blockDim.x) {
+        for (int d = grid.thread(); d < hd; d += grid.threads()) {
             k_cache[slot + d] = row[k_col + d];
             v_cache[slot + d] = row[v_col + d];
         }
     }
-    if (threadIdx.x == 0) *counter = 0u;
+    if (grid.thread() == 0) *counter = 0u;
 }
 
 #define DEC_ARGS(T)                                                                                   \

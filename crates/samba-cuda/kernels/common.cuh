@@ -57,23 +57,35 @@ __device__ __forceinline__ float warp_max(float v) {
     return v;
 }
 
-// Sum over the block (blockDim.x a multiple of 32, at most 1024); every thread gets the result.
-// `scratch` is 32 floats of shared memory.
-__device__ __forceinline__ float block_sum(float v, float* scratch) {
-    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
+// The threads of a whole block, as a group that reductions run over (a kernel body that may run
+// as part of a block takes its grid object instead: thread(), threads(), sync(); pdl.cuh).
+struct WholeBlock {
+    __device__ __forceinline__ unsigned thread() const { return threadIdx.x; }
+    __device__ __forceinline__ unsigned threads() const { return blockDim.x; }
+    __device__ __forceinline__ void sync() const { __syncthreads(); }
+};
+
+// Sum / max over the group's threads (a multiple of 32, at most 1024, whole warps); every thread
+// gets the result. `scratch` is 32 floats of shared memory.
+template <typename Group>
+__device__ __forceinline__ float group_sum(const Group& grp, float v, float* scratch) {
+    const int lane = grp.thread() & 31, warp = grp.thread() >> 5, warps = grp.threads() >> 5;
     v = warp_sum(v);
-    __syncthreads();
+    grp.sync();
     if (lane == 0) scratch[warp] = v;
-    __syncthreads();
+    grp.sync();
     v = lane < warps ? scratch[lane] : 0.0f;
     return warp_sum(v);
 }
-__device__ __forceinline__ float block_max(float v, float* scratch) {
-    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
+template <typename Group>
+__device__ __forceinline__ float group_max(const Group& grp, float v, float* scratch) {
+    const int lane = grp.thread() & 31, warp = grp.thread() >> 5, warps = grp.threads() >> 5;
     v = warp_max(v);
-    __syncthreads();
+    grp.sync();
     if (lane == 0) scratch[warp] = v;
-    __syncthreads();
+    grp.sync();
     v = lane < warps ? scratch[lane] : -INFINITY;
     return warp_max(v);
 }
+__device__ __forceinline__ float block_sum(float v, float* scratch) { return group_sum(WholeBlock{}, v, scratch); }
+__device__ __forceinline__ float block_max(float v, float* scratch) { return group_max(WholeBlock{}, v, scratch); }

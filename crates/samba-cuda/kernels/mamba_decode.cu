@@ -21,7 +21,7 @@ __device__ void mamba_scan_step_fwd(const G& g, T* y, float* h, const T* x_dbl, 
                                     const T* dt_w, const T* dt_b, const T* a_log, const T* d_skip, int d_inner,
                                     int d_state, int dt_rank) {
     const int N = d_state;
-    const long t = g.block().x * (long)blockDim.x + threadIdx.x;
+    const long t = g.block().x * (long)g.threads() + g.thread();
     const int e = (int)(t / N), n = (int)(t % N);
     const int b = g.block().y;
     const bool active = e < d_inner;  // inactive lanes still take part in the shuffles

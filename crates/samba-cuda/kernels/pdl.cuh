@@ -23,10 +23,11 @@ __device__ __forceinline__ void pdl_trigger() {
 #endif
 }
 
-// The grid a kernel body runs in: its block, the grid's size, and the wait for the kernels
-// before it. A kernel launched on its own passes KernelGrid (blockIdx, gridDim, pdl_wait); the
-// persistent decoding kernel (decode_persistent.cu) runs the same bodies as virtual blocks of
-// one long-lived grid, and its wait is a grid-wide barrier.
+// The grid a kernel body runs in: its block, the grid's size, the block's threads and their
+// barrier, and the wait for the kernels before it. A kernel launched on its own passes KernelGrid
+// (blockIdx, gridDim, blockDim, __syncthreads, pdl_wait); the persistent decoding kernel
+// (decode_persistent.cu) runs the same bodies as virtual blocks of one long-lived grid beside a
+// producer warp: its threads are a part of the block, and its wait is a grid-wide barrier.
 struct KernelGrid {
     __device__ __forceinline__ uint3 block() const { return blockIdx; }
     __device__ __forceinline__ uint3 size() const {
@@ -36,6 +37,11 @@ struct KernelGrid {
         s.z = gridDim.z;
         return s;
     }
+    // The threads of a block that run the body, this thread's index among them, and their barrier
+    // (the persistent kernel runs a body's blocks beside a producer warp).
+    __device__ __forceinline__ unsigned threads() const { return blockDim.x; }
+    __device__ __forceinline__ unsigned thread() const { return threadIdx.x; }
+    __device__ __forceinline__ void sync() const { __syncthreads(); }
     __device__ __forceinline__ void wait() const {
         pdl_wait();
         pdl_trigger();

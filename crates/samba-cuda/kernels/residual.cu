@@ -14,7 +14,7 @@ __device__ void embedding_residual_fwd(const G& g, float* x, const u32* tokens, 
                                        int vocab) {
     g.wait();
     const long n = rows * dim;
-    for (long i = g.block().x * (long)blockDim.x + threadIdx.x; i < n; i += (long)g.size().x * blockDim.x) {
+    for (long i = g.block().x * (long)g.threads() + g.thread(); i < n; i += (long)g.size().x * g.threads()) {
         const long m = i / dim;
         const int c = (int)(i - m * dim);
         const u32 t = tokens[m];

@@ -31,7 +31,7 @@ __device__ void kv_cache_write(T* k_cache, T* v_cache, const T* qkv, const int* 
 template <typename G>
 __device__ void positions_advance_body(const G& g, int* pos, int batch, int by) {
     g.wait();
-    const int b = g.block().x * blockDim.x + threadIdx.x;
+    const int b = g.block().x * g.threads() + g.thread();
     if (b < batch) pos[b] += by;
 }
 extern "C" __global__ void positions_advance(int* pos, int batch, int by) {

@@ -1,10 +1,11 @@
 //! Decoding Samba-1.3B (bf16, random weights) at batch 1..4 after 1K tokens, with the decoding
 //! step's kernels in each configuration, one model for all (`#[ignore]`d; a benchmark for the
-//! GPU machine): the default step (cuBLAS for the dense layers), the fused step
+//! GPU machine): the default step (auto: the persistent kernel at batch 1, else unfused), the
+//! unfused step (cuBLAS for the dense layers, `SAMBA_DECODE=unfused`), the fused step
 //! (`SAMBA_FUSED_DECODE=1`), the fused step with programmatic dependent launch (`SAMBA_PDL=1`)
 //! and with the norms as kernels of their own (`SAMBA_FUSED_NORM=0`), the unfused step on the
-//! GEMV kernel (`SAMBA_GEMV=1`), and the persistent step (`SAMBA_DECODE=persistent`, batch 1). One BENCH line per measurement, next to the floor (weights and
-//! state at 4.3 TB/s).
+//! GEMV kernel (`SAMBA_GEMV=1`), and the persistent step (`SAMBA_DECODE=persistent`, batch 1).
+//! One BENCH line per measurement, next to the floor (weights and state at 4.3 TB/s).
 //!
 //! Environment: SAMBA_BENCH_DECODE_VARIANTS (comma-separated names of the variants below,
 //! default all), SAMBA_BENCH_DECODE_STEPS (default 64), SAMBA_BENCH_DECODE_BATCHES (default
@@ -22,6 +23,7 @@ mod common;
 /// (name, environment) of each configuration of the step.
 const VARIANTS: &[(&str, &[(&str, &str)])] = &[
     ("default", &[]),
+    ("unfused", &[("SAMBA_DECODE", "unfused")]),
     ("fused", &[("SAMBA_FUSED_DECODE", "1")]),
     (
         "fused-pdl",

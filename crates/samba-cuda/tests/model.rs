@@ -181,8 +181,9 @@ fn decode_case<T: Elem>(
             stepped[(b * seq + t) * vocab..][..vocab].copy_from_slice(&l[b * vocab..][..vocab]);
         }
     }
-    // The persistent kernel takes batch 1; a larger batch falls back to the fused graph.
-    if kernels == DecodeKernels::Persistent {
+    // The persistent kernel takes batch 1; a larger batch falls back to the fused graph (to the
+    // unfused one with Auto).
+    if kernels.resolve(batch) == DecodeKernels::Persistent || kernels == DecodeKernels::Auto {
         assert_eq!(
             acts.persistent_active(),
             batch == 1,
@@ -400,6 +401,15 @@ fn persistent_decode_equals_forward() {
     let p = params(&config, s + 40);
     let k = DecodeKernels::Persistent;
     decode_case::<bf16>(dev, "tiny samba b2", &config, &p, 2, 19, &[], s + 70, k);
+    // Auto: the persistent kernel at batch 1, the unfused graph at batch 2; and the unfused
+    // graph at batch 1, which Auto no longer takes there.
+    for (name, batch, k) in [
+        ("tiny samba auto b1", 1, DecodeKernels::Auto),
+        ("tiny samba auto b2", 2, DecodeKernels::Auto),
+        ("tiny samba unfused b1", 1, DecodeKernels::Unfused),
+    ] {
+        decode_case::<bf16>(dev, name, &config, &p, batch, 19, &[], s + 80, k);
+    }
     let config = preset("samba-421m").expect("preset");
     let p = init_params(&ParamLayout::new(&config), s);
     let k = DecodeKernels::Persistent;

@@ -1,7 +1,8 @@
 //! The decoding step: one token per sequence through the whole model, with the state, as one
-//! CUDA graph (or, with [`DecodeKernels::Persistent`], as one persistent kernel: persistent.rs). Samba-1.3B's step is ~220 kernels and GEMMs; launched one by one their launch
-//! gaps alone would take about half of the ~0.6 ms a step may take at the bandwidth floor, so the
-//! step is captured once and replayed.
+//! CUDA graph, or as persistent kernels (persistent.rs: [`DecodeKernels::Persistent`], and the
+//! default, [`DecodeKernels::Auto`], at batch 1). Samba-1.3B's unfused step is ~220 kernels and
+//! GEMMs; launched one by one their launch gaps alone would take about half of the ~0.6 ms a step
+//! may take at the bandwidth floor, so the step is captured once and replayed.
 //!
 //! A graph holds the addresses it was captured with: the activations (tokens in, logits out),
 //! the weights, the state's buffers and its RoPE table. Everything that moves between steps
@@ -30,10 +31,14 @@ pub enum DecodeKernels {
     /// The fused step's kernels as phases of persistent kernels (persistent.rs; batch 1). Falls
     /// back to the fused graph where a step has a kernel the persistent kernel does not run.
     Persistent,
+    /// The fastest measured on the H200 (docs/gpu.md): persistent at batch 1, unfused above it
+    /// and where the persistent step cannot be recorded (a GPU before sm_90, a sublayer it does
+    /// not run).
+    Auto,
 }
 
 impl DecodeKernels {
-    /// `SAMBA_DECODE=unfused|fused|persistent`; also `SAMBA_FUSED_DECODE=1` (fused). Unfused
+    /// `SAMBA_DECODE=auto|unfused|fused|persistent`; also `SAMBA_FUSED_DECODE=1` (fused). Auto
     /// without either.
     pub fn from_env() -> DecodeKernels {
         match std::env::var("SAMBA_DECODE").as_deref() {
@@ -43,7 +48,17 @@ impl DecodeKernels {
             _ if std::env::var("SAMBA_FUSED_DECODE").is_ok_and(|v| v == "1") => {
                 DecodeKernels::Fused
             }
-            _ => DecodeKernels::Unfused,
+            _ => DecodeKernels::Auto,
+        }
+    }
+
+    /// The kernels a step of `rows` sequences runs with this choice: Auto resolved to Persistent
+    /// (one row) or Unfused.
+    pub fn resolve(self, rows: usize) -> DecodeKernels {
+        match self {
+            DecodeKernels::Auto if rows == 1 => DecodeKernels::Persistent,
+            DecodeKernels::Auto => DecodeKernels::Unfused,
+            k => k,
         }
     }
 }
@@ -98,10 +113,17 @@ impl<T: Elem> CudaModel<T> {
             acts.graph = None;
             acts.persistent = None;
             self.run(acts, Some(&mut *state))?;
-            if acts.decode_kernels == DecodeKernels::Persistent && acts.persistent_error.is_none() {
+            let kernels = acts.decode_kernels.resolve(acts.shape.rows());
+            if kernels == DecodeKernels::Persistent && acts.persistent_error.is_none() {
                 match PersistentStep::record(self, acts, state) {
                     Ok(p) => acts.persistent = Some(p),
-                    Err(e) => acts.persistent_error = Some(e.to_string()),
+                    Err(e) => {
+                        acts.persistent_error = Some(e.to_string());
+                        // Auto falls back to the unfused step, the faster of the two graphs.
+                        if acts.decode_kernels == DecodeKernels::Auto {
+                            acts.decode_kernels = DecodeKernels::Unfused;
+                        }
+                    }
                 }
             }
             let graphs_on = std::env::var("SAMBA_CUDA_GRAPHS").map_or(true, |v| v != "0");

@@ -57,7 +57,7 @@ use crate::{Buffer, CudaDevice, Elem};
 pub(super) fn applies<T: Elem>(model: &CudaModel<T>, acts: &CudaActivations<T>) -> bool {
     acts.shape.seq == 1
         && gemv_applies::<T>(acts.shape.rows(), widest_input(&model.config))
-        && acts.decode_kernels != DecodeKernels::Unfused
+        && acts.decode_kernels.resolve(acts.shape.rows()) != DecodeKernels::Unfused
 }
 
 /// The longest input row of the step's dense layers (what the GEMV kernels stage).

@@ -1,10 +1,12 @@
 //! The decoding step as persistent kernels (kernels/decode_persistent.cu): the fused step's
 //! ~100 kernels run as phases of a grid resident on every SM, separated by grid-wide barriers
-//! instead of kernel boundaries. Each phase requests its first weights before it waits at its
-//! barrier, so the weights keep streaming across phases; no phase pays a launch, a ramp and a
-//! tail of its own. The decoding attention runs as its own kernel between two persistent launches
-//! (in the same function its registers made the dense layers spill), so Samba-1.3B's step is 10
-//! persistent launches and 9 attention kernels instead of 102 kernels.
+//! instead of kernel boundaries. In each block a producer warp streams the block's share of every
+//! dense layer's weights into a ring of shared memory with bulk copies, as far ahead as the ring
+//! has room, across the barriers (weights do not depend on the token); four consumer warps wait
+//! at the barriers and compute. So the DRAM keeps streaming while the phases' dependent work (the
+//! barrier, the input row, the epilogue) runs. The decoding attention runs as its own kernel
+//! between two persistent launches, so Samba-1.3B's step is 10 persistent launches and 9
+//! attention kernels instead of 102 kernels.
 //!
 //! The table of phases is recorded, not written by hand: the fused step (fused.rs) runs once with
 //! the device recording its launches (ops/pdl.rs) inside a stream capture, so nothing runs. Every
@@ -24,20 +26,20 @@ use super::CudaModel;
 use crate::compile::{ATTENTION_DECODE, DECODE_PERSISTENT};
 use crate::error::{driver, CudaError, Result};
 use crate::ops::entry;
-use crate::ops::gemv::GEMV_MAX_ROWS;
 use crate::ops::pdl::{self, Args, RecordedLaunch};
 use crate::{Buffer, Elem};
 
-const THREADS: u32 = 128;
+/// Threads of a recorded op's block (a virtual block of the persistent kernel), and the producer
+/// warp beside the consumer threads (kernels/decode_persistent.cu: PERSIST_VBLOCK; the kernel's
+/// block size, PERSIST_CONSUMERS + 32, is read from its launch bounds, so a define may change it).
+const VBLOCK: u32 = 128;
+const PRODUCER: u32 = 32;
+/// The most blocks per SM the shared memory is split between: as many as the kernel's registers
+/// allow (PERSIST_MIN_BLOCKS, 2 by default: two producers and rings per SM).
+const BLOCKS_PER_SM: usize = 4;
 /// Arguments an op carries (kernels/decode_persistent.cu: PERSIST_MAX_ARGS).
 const MAX_ARGS: usize = 20;
 const OP_WORDS: usize = 4 + MAX_ARGS;
-/// Shared memory a kernel may take without the opt-in attribute, and what it opts in to.
-const DEFAULT_SMEM: usize = 48 * 1024;
-const MAX_SMEM: usize = 160 * 1024;
-/// Static shared memory of the kernel (the GEMV reductions, the op words, the barrier's state;
-/// a bound, so the dynamic part is sized against the rest of the 227 KiB).
-const STATIC_SMEM: usize = 16 * 1024;
 
 /// The kernels the persistent step runs, with the number of arguments of each entry point
 /// (kernels/decode_persistent.cu: PERSIST_*).
@@ -50,6 +52,7 @@ enum OpKind {
     GemvRope = 4,
     GemvConv = 5,
     ScanStep = 6,
+    Attention = 7,
     Positions = 8,
 }
 
@@ -62,6 +65,7 @@ impl OpKind {
             "gemv_rope_fwd" => OpKind::GemvRope,
             "gemv_conv_fwd" => OpKind::GemvConv,
             "mamba_scan_step_fwd" => OpKind::ScanStep,
+            "attention_decode_fwd" => OpKind::Attention,
             "positions_advance" => OpKind::Positions,
             _ => return None,
         })
@@ -75,8 +79,93 @@ impl OpKind {
             OpKind::GemvRope => 17,
             OpKind::GemvConv => 16,
             OpKind::ScanStep => 13,
+            OpKind::Attention => 13,
             OpKind::Positions => 3,
         }
+    }
+}
+
+/// What the ring and the staging need of a dense op (kernels/decode_persistent.cu:
+/// `PersistDense`): its input row's length, its units, and weight rows per unit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct DenseShape {
+    input: usize,
+    units: usize,
+    rows_per_unit: usize,
+}
+
+impl DenseShape {
+    /// The shape of a recorded op (None for the kinds that are not dense layers).
+    fn of(kind: OpKind, args: &[u64]) -> Option<DenseShape> {
+        let arg = |i: usize| args[i] as u32 as usize;
+        let (input, units, rows_per_unit) = match kind {
+            OpKind::Gemv => (arg(10), arg(11), 1),
+            OpKind::GemvSwiglu => (arg(9), arg(10), 2),
+            OpKind::GemvRope => (arg(14), arg(15) / 2, 2),
+            OpKind::GemvConv => (arg(14), 2 * arg(5), 1),
+            _ => return None,
+        };
+        Some(DenseShape {
+            input,
+            units,
+            rows_per_unit,
+        })
+    }
+
+    /// The most units one of `blocks` blocks takes (units [b n / G, (b + 1) n / G)).
+    fn units_per_block(&self, blocks: usize) -> usize {
+        self.units.div_ceil(blocks)
+    }
+
+    /// Bytes of one unit in the ring (rows at a 16-byte aligned stride).
+    fn unit_bytes(&self, elem: usize) -> usize {
+        self.rows_per_unit * (self.input * elem).next_multiple_of(16)
+    }
+}
+
+/// The kernel's dynamic shared memory: the input row, the sums of a block's units, the ring.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct SharedLayout {
+    input_bytes: usize,
+    sums: usize,
+    ring_bytes: usize,
+}
+
+impl SharedLayout {
+    /// Splits `dynamic` bytes for the dense ops `shapes` run by `blocks` blocks.
+    fn plan(
+        shapes: &[DenseShape],
+        elem: usize,
+        blocks: usize,
+        dynamic: usize,
+    ) -> Result<SharedLayout> {
+        let input_bytes = shapes
+            .iter()
+            .map(|d| (d.input * elem).next_multiple_of(16))
+            .max()
+            .unwrap_or(0);
+        let sums = shapes
+            .iter()
+            .map(|d| d.units_per_block(blocks) * d.rows_per_unit)
+            .max()
+            .unwrap_or(0)
+            .next_multiple_of(4);
+        let unit = shapes.iter().map(|d| d.unit_bytes(elem)).max().unwrap_or(0);
+        let ring_bytes = dynamic.saturating_sub(input_bytes + 4 * sums) / 16 * 16;
+        if ring_bytes < unit.max(16) {
+            return Err(unsupported(format!(
+                "{dynamic} bytes of shared memory per block leave {ring_bytes} for the weights' ring, less than a unit of {unit} bytes"
+            )));
+        }
+        Ok(SharedLayout {
+            input_bytes,
+            sums,
+            ring_bytes,
+        })
+    }
+
+    fn total(&self) -> usize {
+        self.input_bytes + 4 * self.sums + self.ring_bytes
     }
 }
 
@@ -93,7 +182,9 @@ enum Segment {
     },
 }
 
-/// The kernel that runs recorded launches of `what` on their own, if any.
+/// The op that runs as a kernel of its own between persistent launches, unless
+/// SAMBA_PERSIST_ATTENTION=1 and the persistent kernel runs one virtual block at a time (the
+/// attention's shared arrays serve one).
 const OWN_KERNEL: &str = "attention_decode_fwd";
 
 /// The recorded step of one (activations, state) pair, ready to launch.
@@ -107,7 +198,8 @@ pub(crate) struct PersistentStep {
     counter: Buffer<u64>,
     barriers: u64,
     blocks: u32,
-    shared_mem_bytes: u32,
+    threads: u32,
+    layout: SharedLayout,
     pub state_id: u64,
     pub rope_generation: u64,
 }
@@ -120,33 +212,16 @@ impl PersistentStep {
         state: &mut CudaDecodeState<T>,
     ) -> Result<PersistentStep> {
         let dev = model.device();
-        let widest = super::fused::widest_input(&model.config);
-        let smem_budget =
-            GEMV_MAX_ROWS.min(acts.shape.rows()) * widest.div_ceil(8) * 8 * size_of::<T>();
-        let function = dev.function(
-            &DECODE_PERSISTENT,
-            &entry::<T>("decode_persistent"),
-            if smem_budget + STATIC_SMEM > DEFAULT_SMEM {
-                MAX_SMEM
-            } else {
-                0
-            },
-        )?;
-        let per_sm = function
-            .occupancy_max_active_blocks_per_multiprocessor(THREADS, smem_budget, None)
-            .map_err(driver("the persistent step's occupancy"))?;
-        let sms = dev
-            .stream()
-            .context()
-            .attribute(sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)
-            .map_err(driver("counting the SMs"))?;
-        let blocks = (per_sm as usize) * (sms.max(0) as usize);
-        if blocks == 0 {
-            return Err(unsupported(format!(
-                "no block of the persistent kernel fits an SM with {smem_budget} bytes of shared memory"
-            )));
-        }
-
+        // The attention inside the persistent kernel (one launch per step) is opt-in: compiled in,
+        // it costs the dense phases registers (kernels/decode_persistent.cu).
+        let wants_attention = std::env::var("SAMBA_PERSIST_ATTENTION").is_ok_and(|v| v == "1");
+        let name = entry::<T>(if wants_attention {
+            "decode_persistent_attention"
+        } else {
+            "decode_persistent"
+        });
+        let (function, threads, dynamic, blocks) = size_grid(dev, &name)?;
+        let attention_inside = wants_attention && threads == VBLOCK + PRODUCER;
         // Record the fused step inside a stream capture: the recorded launches do not run, and
         // anything else the step launches lands in the capture.
         let stream = dev.stream();
@@ -169,10 +244,10 @@ impl PersistentStep {
 
         let mut table = Vec::with_capacity(recording.launches.len() * OP_WORDS);
         let mut segments = Vec::new();
-        let mut shared = 0;
+        let mut shapes = Vec::new();
         let mut n_ops = 0;
         for l in recording.launches {
-            if l.what == OWN_KERNEL {
+            if l.what == OWN_KERNEL && !attention_inside {
                 let function = dev.function(&ATTENTION_DECODE, &entry::<T>(OWN_KERNEL), 0)?;
                 segments.push(Segment::Kernel {
                     function,
@@ -193,8 +268,9 @@ impl PersistentStep {
                     l.what
                 )));
             }
-            table.extend(op_words(&l)?);
-            shared = shared.max(l.shared_mem_bytes);
+            let row = op_words(&l)?;
+            shapes.extend(OpKind::of(l.what).and_then(|k| DenseShape::of(k, &row[4..])));
+            table.extend(row);
             match segments.last_mut() {
                 Some(Segment::Phases { count, .. }) => *count += 1,
                 _ => segments.push(Segment::Phases {
@@ -204,14 +280,10 @@ impl PersistentStep {
             }
             n_ops += 1;
         }
-        if shared as usize > smem_budget {
-            return Err(unsupported(format!(
-                "an op asks for {shared} bytes of shared memory, the kernel was sized for {smem_budget}"
-            )));
-        }
         if n_ops == 0 {
             return Err(unsupported("the step recorded no launch".into()));
         }
+        let layout = SharedLayout::plan(&shapes, size_of::<T>(), blocks, dynamic)?;
         Ok(PersistentStep {
             function,
             table: dev.upload(&table)?,
@@ -219,7 +291,8 @@ impl PersistentStep {
             counter: dev.zeros::<u64>(1)?,
             barriers: 0,
             blocks: blocks as u32,
-            shared_mem_bytes: smem_budget as u32,
+            threads,
+            layout,
             state_id: state.id,
             rope_generation: state.rope_generation,
         })
@@ -239,14 +312,19 @@ impl PersistentStep {
                         .i32(*count as i32)
                         .ptr(c_p)
                         .u64(self.barriers * u64::from(self.blocks))
-                        .i32(POLL_NS);
+                        .i32(POLL_NS)
+                        .i32(self.layout.input_bytes as i32)
+                        .i32(self.layout.sums as i32)
+                        .i32(self.layout.ring_bytes as i32);
                     let cfg = LaunchConfig {
                         grid_dim: (self.blocks, 1, 1),
-                        block_dim: (THREADS, 1, 1),
-                        shared_mem_bytes: self.shared_mem_bytes,
+                        block_dim: (self.threads, 1, 1),
+                        shared_mem_bytes: self.layout.total() as u32,
                     };
                     // SAFETY: arguments match decode_persistent_<T>(const u64*, int, u64*, u64,
-                    // int); the table holds `count` ops of OP_WORDS words from `first`, each a
+                    // int, int, int, int); the shared memory holds the input row, the sums and
+                    // the ring as planned for every dense op of the table (SharedLayout::plan);
+                    // the table holds `count` ops of OP_WORDS words from `first`, each a
                     // launch of the step whose arguments were checked by its wrapper (ops/*.rs)
                     // and whose buffers live as long as `acts` and the state this step was
                     // recorded with (the caller replays it only for those); the grid is the
@@ -277,6 +355,70 @@ impl PersistentStep {
         }
         Ok(())
     }
+}
+
+/// The persistent kernel, the dynamic shared memory each block gets (the SM's shared memory split
+/// between BLOCKS_PER_SM blocks, less what the driver and the kernel's static variables take), and
+/// the grid: every block resident at once.
+fn size_grid(dev: &crate::CudaDevice, name: &str) -> Result<(CudaFunction, u32, usize, usize)> {
+    use cudarc::driver::sys::CUdevice_attribute as A;
+    let ctx = dev.stream().context();
+    let attr = |a: A, what: &'static str| -> Result<usize> {
+        let v = ctx.attribute(a).map_err(driver(what))?;
+        Ok(v.max(0) as usize)
+    };
+    let per_sm = attr(
+        A::CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_MULTIPROCESSOR,
+        "reading the shared memory per SM",
+    )?;
+    let reserved = attr(
+        A::CU_DEVICE_ATTRIBUTE_RESERVED_SHARED_MEMORY_PER_BLOCK,
+        "reading the shared memory reserved per block",
+    )?;
+    let opt_in = attr(
+        A::CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN,
+        "reading the shared memory a block may opt in to",
+    )?;
+    let sms = attr(
+        A::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT,
+        "counting the SMs",
+    )?;
+    let probe = dev.function(&DECODE_PERSISTENT, name, 0)?;
+    let threads = probe
+        .get_attribute(sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_THREADS_PER_BLOCK)
+        .map_err(driver("reading the persistent kernel's block size"))?
+        .max(0) as u32;
+    if threads <= PRODUCER || (threads - PRODUCER) % VBLOCK != 0 {
+        return Err(unsupported(format!(
+            "its block of {threads} threads is not whole virtual blocks of {VBLOCK} and a producer warp"
+        )));
+    }
+    let by_registers = probe
+        .occupancy_max_active_blocks_per_multiprocessor(threads, 0, None)
+        .map_err(driver("the persistent step's occupancy"))? as usize;
+    let per_sm_blocks = by_registers.clamp(1, BLOCKS_PER_SM);
+    let fixed = probe
+        .get_attribute(sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_SHARED_SIZE_BYTES)
+        .map_err(driver(
+            "reading the persistent kernel's static shared memory",
+        ))?
+        .max(0) as usize;
+    let dynamic = (per_sm / per_sm_blocks)
+        .saturating_sub(reserved + fixed)
+        .min(opt_in.saturating_sub(fixed))
+        / 16
+        * 16;
+    let function = dev.function(&DECODE_PERSISTENT, name, dynamic)?;
+    let resident = function
+        .occupancy_max_active_blocks_per_multiprocessor(threads, dynamic, None)
+        .map_err(driver("the persistent step's occupancy"))? as usize;
+    let blocks = resident * sms;
+    if blocks == 0 {
+        return Err(unsupported(format!(
+            "no block of the persistent kernel fits an SM with {dynamic} bytes of shared memory"
+        )));
+    }
+    Ok((function, threads, dynamic, blocks))
 }
 
 /// Nanoseconds a block pauses between two reads of the barrier counter. On the H200, 0, 50, 200
@@ -331,9 +473,9 @@ fn rows_arg(what: &str) -> Option<usize> {
 fn op_words(l: &RecordedLaunch) -> Result<[u64; OP_WORDS]> {
     let kind = OpKind::of(l.what)
         .ok_or_else(|| unsupported(format!("{} is not an op of the persistent kernel", l.what)))?;
-    if l.block != (THREADS, 1, 1) {
+    if l.block != (VBLOCK, 1, 1) {
         return Err(unsupported(format!(
-            "{} runs blocks of {:?} threads, the persistent kernel {THREADS}",
+            "{} runs blocks of {:?} threads, the persistent kernel {VBLOCK}",
             l.what, l.block
         )));
     }
@@ -397,6 +539,85 @@ mod tests {
         }
     }
 
+    #[test]
+    fn dense_ops_give_their_input_units_and_rows() {
+        let args = |pairs: &[(usize, u64)]| {
+            let mut a = vec![0u64; MAX_ARGS];
+            for &(i, v) in pairs {
+                a[i] = v;
+            }
+            a
+        };
+        let shape = |input, units, rows_per_unit| DenseShape {
+            input,
+            units,
+            rows_per_unit,
+        };
+        // in_proj with the conv step: rows [x_in | z] of 2 * d_inner, one per unit
+        let conv = args(&[(5, 4608), (14, 2304)]);
+        assert_eq!(
+            DenseShape::of(OpKind::GemvConv, &conv),
+            Some(shape(2304, 9216, 1))
+        );
+        let plain = args(&[(10, 4608), (11, 2304)]);
+        assert_eq!(
+            DenseShape::of(OpKind::Gemv, &plain),
+            Some(shape(4608, 2304, 1))
+        );
+        // [w1; w2]: a unit is a gate row and its up row
+        let swiglu = args(&[(9, 2304), (10, 6144)]);
+        assert_eq!(
+            DenseShape::of(OpKind::GemvSwiglu, &swiglu),
+            Some(shape(2304, 6144, 2))
+        );
+        // qkv with RoPE: a unit is the two rows a rotation pairs
+        let rope = args(&[(14, 2304), (15, 6912)]);
+        assert_eq!(
+            DenseShape::of(OpKind::GemvRope, &rope),
+            Some(shape(2304, 3456, 2))
+        );
+        assert_eq!(DenseShape::of(OpKind::ScanStep, &plain), None);
+    }
+
+    #[test]
+    fn shared_memory_is_split_into_input_sums_and_ring() {
+        let shapes = [
+            DenseShape {
+                input: 2304,
+                units: 32000,
+                rows_per_unit: 1,
+            },
+            DenseShape {
+                input: 6144,
+                units: 2304,
+                rows_per_unit: 1,
+            },
+            DenseShape {
+                input: 2304,
+                units: 6144,
+                rows_per_unit: 2,
+            },
+        ];
+        let l = SharedLayout::plan(&shapes, 2, 264, 100_000).expect("fits");
+        assert_eq!(l.input_bytes, 6144 * 2);
+        // the head's 32000 rows over 264 blocks: 122 sums at most, rounded up to whole vectors
+        assert_eq!(l.sums, 124);
+        assert_eq!(l.ring_bytes % 16, 0);
+        assert!(l.total() <= 100_000 && l.total() > 100_000 - 16, "{l:?}");
+        // an odd input is staged and stored at a 16-byte stride
+        let odd = [DenseShape {
+            input: 30,
+            units: 5,
+            rows_per_unit: 2,
+        }];
+        let l = SharedLayout::plan(&odd, 4, 4, 4096).expect("fits");
+        assert_eq!(l.input_bytes, 128);
+        assert_eq!(l.sums, 4);
+        // a ring that cannot hold one unit is refused
+        let err = SharedLayout::plan(&shapes, 2, 264, 20_000).expect_err("too small");
+        assert!(err.to_string().contains("ring"), "{err}");
+    }
+
     /// The kinds and the table's width agree with kernels/decode_persistent.cu.
     #[test]
     fn kinds_match_the_kernel_source() {
@@ -415,12 +636,15 @@ mod tests {
             ("PERSIST_GEMV_ROPE", OpKind::GemvRope),
             ("PERSIST_GEMV_CONV", OpKind::GemvConv),
             ("PERSIST_SCAN_STEP", OpKind::ScanStep),
+            ("PERSIST_ATTENTION", OpKind::Attention),
             ("PERSIST_POSITIONS", OpKind::Positions),
         ] {
             assert_eq!(define(name), kind as u64, "{name}");
             assert!(kind.args() <= MAX_ARGS);
         }
         assert_eq!(define("PERSIST_MAX_ARGS") as usize, MAX_ARGS);
-        assert_eq!(define("PERSIST_THREADS") as u32, THREADS);
+        assert_eq!(define("PERSIST_CONSUMERS") as u32 % VBLOCK, 0);
+        assert_eq!(define("PERSIST_VBLOCK") as u32, VBLOCK);
+        assert!(define("PERSIST_MIN_BLOCKS") as usize <= BLOCKS_PER_SM);
     }
 }

@@ -61,10 +61,11 @@ pub struct DecodeArgs {
     /// auto, cpu, cuda or cuda:N.
     #[arg(long, default_value = "auto")]
     pub device: String,
-    /// The GPU decoding step's kernels: unfused (cuBLAS; the fastest today), fused, or
-    /// persistent (the fused step as phases of persistent kernels, batch 1; an experiment).
-    /// Default: $SAMBA_DECODE, else unfused.
-    #[arg(long, value_parser = ["unfused", "fused", "persistent"])]
+    /// The GPU decoding step's kernels: auto (persistent at batch 1, else unfused), unfused
+    /// (norms, cuBLAS GEMMs and elementwise kernels), fused (GEMV kernels with the elementwise
+    /// work in them), or persistent (the fused step as phases of persistent kernels that stream
+    /// the weights through shared memory; batch 1). Default: $SAMBA_DECODE, else auto.
+    #[arg(long, value_parser = ["auto", "unfused", "fused", "persistent"])]
     pub kernels: Option<String>,
     #[arg(long)]
     pub json: bool,
@@ -259,6 +260,7 @@ pub fn decode(args: DecodeArgs) -> Result<()> {
         let kernels = match args.kernels.as_deref() {
             Some("persistent") => DecodeKernels::Persistent,
             Some("fused") => DecodeKernels::Fused,
+            Some("auto") => DecodeKernels::Auto,
             Some(_) => DecodeKernels::Unfused,
             None => DecodeKernels::from_env(),
         };
