@@ -504,15 +504,23 @@ __device__ void persist_stage_input(T* xs, const PersistDense<T>& op, const Pers
 }
 
 // ys[r] = the dot products of rows [r, r + R) in the ring (a stride of rs bytes) with xs, by one
-// warp (lane 0 stores): each input vector is unpacked once for the R rows, and the R sums are
-// independent chains.
+// warp (lane 0 stores): each input vector is unpacked once for the R rows. Each row's sum runs as
+// PERSIST_DOT_CHAINS chains (element e of a vector into chain e % chains), added at the end. With
+// one chain (the default, the configuration measured) a stage's row is a single chain of
+// dependent FMAs; the profile puts warp 0 at ~8 GB/s of weights, latency-bound, so more chains
+// are the next thing to measure (untested on the GPU: SAMBA_NVRTC_DEFINES=PERSIST_DOT_CHAINS=2).
+#ifndef PERSIST_DOT_CHAINS  // 1 .. 8
+#define PERSIST_DOT_CHAINS 1
+#endif
 template <typename T, int R>
 __device__ __forceinline__ void persist_dots(const unsigned char* row0, int rs, const T* xs, int in, bool vec, int lane,
                                              float* ys) {
     constexpr int VEC = GemvVec<T>::N;
-    float acc[R];
+    float acc[R][PERSIST_DOT_CHAINS];
 #pragma unroll
-    for (int j = 0; j < R; ++j) acc[j] = 0.0f;
+    for (int j = 0; j < R; ++j)
+#pragma unroll
+        for (int c = 0; c < PERSIST_DOT_CHAINS; ++c) acc[j][c] = 0.0f;
     if (vec) {
         const uint4* xv = reinterpret_cast<const uint4*>(xs);
         const int nv = in / VEC;
@@ -525,19 +533,23 @@ __device__ __forceinline__ void persist_dots(const unsigned char* row0, int rs, 
                 float wf[VEC];
                 gemv_unpack<T>(wf, reinterpret_cast<const uint4*>(row0 + (long)j * rs)[v]);
 #pragma unroll
-                for (int e = 0; e < VEC; ++e) acc[j] = fmaf(wf[e], xf[e], acc[j]);
+                for (int e = 0; e < VEC; ++e)
+                    acc[j][e % PERSIST_DOT_CHAINS] = fmaf(wf[e], xf[e], acc[j][e % PERSIST_DOT_CHAINS]);
             }
         }
     } else {
         for (int i = lane; i < in; i += 32) {
             const float xf = ld(xs + i);
 #pragma unroll
-            for (int j = 0; j < R; ++j) acc[j] += ld(reinterpret_cast<const T*>(row0 + (long)j * rs) + i) * xf;
+            for (int j = 0; j < R; ++j) acc[j][0] += ld(reinterpret_cast<const T*>(row0 + (long)j * rs) + i) * xf;
         }
     }
 #pragma unroll
     for (int j = 0; j < R; ++j) {
-        const float y = warp_sum(acc[j]);
+        float t = acc[j][0];
+#pragma unroll
+        for (int c = 1; c < PERSIST_DOT_CHAINS; ++c) t += acc[j][c];
+        const float y = warp_sum(t);
         if (lane == 0) ys[j] = y;
     }
 }
