@@ -400,17 +400,12 @@ __device__ void persist_produce(const u64* ops, int n_ops, unsigned char* ring, 
 
 // ---- the consumer warps
 
-// Sum over the consumer threads (every one gets it); scratch: PERSIST_CONSUMER_WARPS floats.
-__device__ __forceinline__ float persist_consumer_sum(float v, float* scratch) {
-    v = warp_sum(v);
-    persist_consumers_sync();
-    if ((threadIdx.x & 31) == 0) scratch[threadIdx.x >> 5] = v;
-    persist_consumers_sync();
-    float t = 0.0f;
-#pragma unroll
-    for (int i = 0; i < PERSIST_CONSUMER_WARPS; ++i) t += scratch[i];
-    return t;
-}
+// The consumer threads as a group for the reductions of common.cuh (group_sum).
+struct PersistConsumers {
+    __device__ __forceinline__ unsigned thread() const { return threadIdx.x; }
+    __device__ __forceinline__ unsigned threads() const { return PERSIST_CONSUMERS; }
+    __device__ __forceinline__ void sync() const { persist_consumers_sync(); }
+};
 
 // xs = the op's input row in T: inp, or x * rstd * norm_w, rstd = 1 / sqrt(mean x^2 + eps), each
 // element rounded to T as the unfused path stores it. Every load of a part is issued before the
@@ -484,7 +479,7 @@ __device__ void persist_stage_input(T* xs, const PersistDense<T>& op, const Pers
     if (!xvec)
         for (int i = threadIdx.x; i < in; i += PERSIST_CONSUMERS) ss += op.x[i] * op.x[i];
     // (the sum's barriers also publish the weight in xs)
-    const float rs = 1.0f / sqrtf(persist_consumer_sum(ss, scratch) / (float)in + op.eps);
+    const float rs = 1.0f / sqrtf(group_sum(PersistConsumers{}, ss, scratch) / (float)in + op.eps);
     // each element of x is normalised by the thread that loaded it
 #pragma unroll
     for (int k = 0; k < PERSIST_INPUT_VECS; ++k) {
@@ -637,7 +632,7 @@ __device__ void decode_persistent(const u64* ops, int n_ops, u64* count, u64 bas
                                   int ys_floats, int ring_bytes) {
     extern __shared__ __align__(16) unsigned char persist_smem[];
     __shared__ PersistRing rb;
-    __shared__ float scratch[PERSIST_CONSUMER_WARPS];
+    __shared__ float scratch[32];
     T* xs = reinterpret_cast<T*>(persist_smem);
     float* ys = reinterpret_cast<float*>(persist_smem + xs_bytes);
     unsigned char* ring = persist_smem + xs_bytes + 4 * ys_floats;
