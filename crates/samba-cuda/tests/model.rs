@@ -183,7 +183,7 @@ fn decode_case<T: Elem>(
     }
     // The persistent kernel takes batch 1; a larger batch falls back to the fused graph (to the
     // unfused one with Auto).
-    if kernels.resolve(batch) == DecodeKernels::Persistent || kernels == DecodeKernels::Auto {
+    if matches!(kernels, DecodeKernels::Persistent | DecodeKernels::Auto) {
         assert_eq!(
             acts.persistent_active(),
             batch == 1,

@@ -54,7 +54,7 @@ impl DecodeKernels {
 
     /// The kernels a step of `rows` sequences runs with this choice: Auto resolved to Persistent
     /// (one row) or Unfused.
-    pub fn resolve(self, rows: usize) -> DecodeKernels {
+    pub(crate) fn resolve(self, rows: usize) -> DecodeKernels {
         match self {
             DecodeKernels::Auto if rows == 1 => DecodeKernels::Persistent,
             DecodeKernels::Auto => DecodeKernels::Unfused,
@@ -113,17 +113,12 @@ impl<T: Elem> CudaModel<T> {
             acts.graph = None;
             acts.persistent = None;
             self.run(acts, Some(&mut *state))?;
-            let kernels = acts.decode_kernels.resolve(acts.shape.rows());
-            if kernels == DecodeKernels::Persistent && acts.persistent_error.is_none() {
+            // (a failed recording is not retried; under Auto it turns the step unfused: the
+            // faster of the two graphs, `CudaActivations::step_kernels`)
+            if acts.step_kernels() == DecodeKernels::Persistent && acts.persistent_error.is_none() {
                 match PersistentStep::record(self, acts, state) {
                     Ok(p) => acts.persistent = Some(p),
-                    Err(e) => {
-                        acts.persistent_error = Some(e.to_string());
-                        // Auto falls back to the unfused step, the faster of the two graphs.
-                        if acts.decode_kernels == DecodeKernels::Auto {
-                            acts.decode_kernels = DecodeKernels::Unfused;
-                        }
-                    }
+                    Err(e) => acts.persistent_error = Some(e.to_string()),
                 }
             }
             let graphs_on = std::env::var("SAMBA_CUDA_GRAPHS").map_or(true, |v| v != "0");

@@ -50,14 +50,15 @@ use crate::ops::StateIn;
 use crate::{Buffer, CudaDevice, Elem};
 
 /// Whether a forward of `acts` with a state runs the fused sublayers: chosen for these
-/// activations ([`DecodeKernels::Fused`] or `Persistent`), one token per sequence, and every
+/// activations ([`DecodeKernels::Fused`], `Persistent`, or `Auto` at batch 1 while its
+/// persistent step records), one token per sequence, and every
 /// dense layer's input rows fit the GEMV kernels. Fused alone is not the default: on the H200 the
 /// fused step took 1.59 ms against 1.36 ms for the unfused one on cuBLAS (docs/gpu.md, "Fused
 /// decoding kernels").
 pub(super) fn applies<T: Elem>(model: &CudaModel<T>, acts: &CudaActivations<T>) -> bool {
     acts.shape.seq == 1
         && gemv_applies::<T>(acts.shape.rows(), widest_input(&model.config))
-        && acts.decode_kernels.resolve(acts.shape.rows()) != DecodeKernels::Unfused
+        && acts.step_kernels() != DecodeKernels::Unfused
 }
 
 /// The longest input row of the step's dense layers (what the GEMV kernels stage).

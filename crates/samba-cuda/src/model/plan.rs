@@ -139,6 +139,20 @@ impl<T: Elem> CudaActivations<T> {
         self.decode_kernels
     }
 
+    /// The kernels the next decoding step runs: the choice, with Auto resolved for this shape,
+    /// and Auto's persistent step given up for the unfused one once recording it failed.
+    pub(crate) fn step_kernels(&self) -> DecodeKernels {
+        match self.decode_kernels.resolve(self.shape.rows()) {
+            DecodeKernels::Persistent
+                if self.decode_kernels == DecodeKernels::Auto
+                    && self.persistent_error.is_some() =>
+            {
+                DecodeKernels::Unfused
+            }
+            k => k,
+        }
+    }
+
     /// Chooses the kernels of the next decoding steps (a recorded graph or persistent step is
     /// dropped, and recorded again by the next step).
     pub fn set_decode_kernels(&mut self, kernels: DecodeKernels) {
