@@ -51,9 +51,16 @@
 // is passed when counter >= base + k * gridDim.x, base = the barriers of every earlier launch
 // times gridDim.x (the host counts them), so nothing is reset between launches. A block with no
 // work in op k still passes barrier k, and every barrier up to the last op before it exits.
-// A block's writes before a barrier are ordered before its arrival by the consumers' barrier and a
-// gpu-scope fence; the fence after the read that sees the count orders the block's later reads
-// after every arrival (the pattern of cooperative groups' grid sync).
+// A block's writes before a barrier are ordered before its arrival by the consumers' barrier and
+// the arrival's release (a red.release.gpu); the acquire read that sees the count orders the
+// block's later reads after every arrival. (A seq_cst fence before a relaxed add and after the
+// wait, cooperative groups' pattern, measured ~0.04 ms per step slower.)
+//
+// What sits between two barriers is kept short: the launch's table is copied into shared memory
+// at the start (no L2 round trip to read the next op); each thread requests its first unit's
+// epilogue reads (the residual for +=, cos and sin, the conv state) before the input row, so they
+// land during the dot products; the scan step requests its weights, state, u and z into L2 before
+// its barrier. PERSIST_TIMELINE prints, per op, when the blocks started and finished it.
 //
 // The table: [n_ops][PERSIST_OP_WORDS] u64: kind, grid x, y, z, then the kernel's arguments in
 // the order of its entry point, one word each (pointers; ints and floats in the low 32 bits).
@@ -86,9 +93,9 @@
 
 typedef unsigned long long u64;
 
-__device__ __forceinline__ u64 persist_ld_relaxed(const u64* p) {
+__device__ __forceinline__ u64 persist_ld_acquire(const u64* p) {
     u64 v;
-    asm volatile("ld.relaxed.gpu.global.u64 %0, [%1];" : "=l"(v) : "l"(p) : "memory");
+    asm volatile("ld.acquire.gpu.global.u64 %0, [%1];" : "=l"(v) : "l"(p) : "memory");
     return v;
 }
 
@@ -148,19 +155,46 @@ struct PersistSync {
 };
 __shared__ PersistSync persist_sync;
 
+// Timeline (compile with SAMBA_NVRTC_DEFINES=PERSIST_TIMELINE; diagnostics only): thread 0 of
+// every block records the global time at which it arrives at and passes each barrier of a
+// launch; at the end of launches [PERSIST_TIMELINE_FIRST, + 10) block 0 prints, per op, when the
+// blocks started and finished it (the spread between the first and the last, the mean work).
+#ifdef PERSIST_TIMELINE
+#define PERSIST_TL_OPS 128
+#define PERSIST_TL_BLOCKS 1024
+#ifndef PERSIST_TIMELINE_FIRST
+#define PERSIST_TIMELINE_FIRST 300
+#endif
+__device__ u64 persist_tl_arrive[PERSIST_TL_OPS][PERSIST_TL_BLOCKS];
+__device__ u64 persist_tl_pass[PERSIST_TL_OPS][PERSIST_TL_BLOCKS];
+__device__ unsigned persist_tl_launches;
+__device__ __forceinline__ u64 persist_now() {
+    u64 t;
+    asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+    return t;
+}
+#define PERSIST_TL(array, j) \
+    if ((j) < PERSIST_TL_OPS && blockIdx.x < PERSIST_TL_BLOCKS) array[j][blockIdx.x] = persist_now()
+#else
+#define PERSIST_TL(array, j)
+#endif
+
 // Passes every barrier up to k this block has not passed yet (uniform over the consumers).
 __device__ __forceinline__ void persist_pass(int k) {
     while (persist_sync.passed < k) {
         const int j = persist_sync.passed + 1;
         persist_consumers_sync();
         if (threadIdx.x == 0) {
-            __threadfence();
-            atomicAdd(persist_sync.count, 1ull);
+            PERSIST_TL(persist_tl_arrive, j);
             const u64 target = persist_sync.base + (u64)j * gridDim.x;
-            while (persist_ld_relaxed(persist_sync.count) < target) {
+            // release: the block's writes (ordered before this thread's by the consumers'
+            // barrier) are visible to whoever acquires the count; acquire: every block's writes
+            // before its arrival are visible to this block's reads after the barrier
+            asm volatile("red.release.gpu.global.add.u64 [%0], 1;" ::"l"(persist_sync.count) : "memory");
+            while (persist_ld_acquire(persist_sync.count) < target) {
                 if (persist_sync.poll_ns > 0) __nanosleep(persist_sync.poll_ns);
             }
-            __threadfence();  // acquire: the reads after the barrier see every block's writes
+            PERSIST_TL(persist_tl_pass, j);
             persist_sync.passed = j;
         }
         persist_consumers_sync();
@@ -282,37 +316,53 @@ struct PersistDense {
         per_stage = min(fit, even);
     }
 
-    // Stores unit u's sums y[0..nr) through the op's epilogue (batch row 0).
-    __device__ void store(int u, const float* y) const {
+    // The op's epilogue (gemv.cu), from its arguments.
 #define PTR(i, type) ((type)a[i])
 #define INT(i) ((int)a[i])
-        if (kind == PERSIST_GEMV) {
-            GemvStore<T> s{PTR(0, void*), INT(1), INT(2)};
-            typename GemvStore<T>::Pre pre;
-            s.prefetch(u, 0, pre);
-            const float v[1] = {y[0]};
-            s.store(u, 0, v, pre);
-        } else if (kind == PERSIST_GEMV_SWIGLU) {
-            const float v[2] = {y[0], y[1]};
-            GemvSwiglu<T>{PTR(0, T*), INT(1)}.store(u, 0, v, GemvNoPre{});
-        } else if (kind == PERSIST_GEMV_ROPE) {
-            GemvRope<T> r{PTR(0, T*), INT(1), INT(5), INT(6), PTR(2, const float*), PTR(3, const float*),
-                          PTR(4, const int*)};
-            typename GemvRope<T>::Pre pre;
-            r.prefetch(u, 0, pre);
-            const float v[2] = {y[0], y[1]};
-            r.store(u, 0, v, pre);
-        } else {
-            GemvConv<T> c{PTR(0, T*), PTR(1, T*), PTR(2, T*), PTR(3, const T*), PTR(4, const T*), INT(5), INT(6)};
-            typename GemvConv<T>::Pre pre;
-            c.prefetch(u, 0, pre);
-            const float v[1] = {y[0]};
-            c.store(u, 0, v, pre);
-        }
+    __device__ GemvStore<T> plain() const { return GemvStore<T>{PTR(0, void*), INT(1), INT(2)}; }
+    __device__ GemvSwiglu<T> swiglu() const { return GemvSwiglu<T>{PTR(0, T*), INT(1)}; }
+    __device__ GemvRope<T> rope() const {
+        return GemvRope<T>{PTR(0, T*), INT(1), INT(5), INT(6), PTR(2, const float*), PTR(3, const float*),
+                           PTR(4, const int*)};
+    }
+    __device__ GemvConv<T> conv() const {
+        return GemvConv<T>{PTR(0, T*), PTR(1, T*), PTR(2, T*), PTR(3, const T*), PTR(4, const T*), INT(5), INT(6)};
+    }
 #undef PTR
 #undef INT
-    }
 };
+
+// What a unit's store reads besides its sums (the residual for +=, cos and sin, the conv state
+// and weights: gemv.cu's Pre of each epilogue), one kind at a time.
+template <typename T>
+union PersistPre {
+    typename GemvStore<T>::Pre store;
+    typename GemvRope<T>::Pre rope;
+    typename GemvConv<T>::Pre conv;
+};
+
+// Requests unit u's reads (batch row 0) into pre.
+template <typename T>
+__device__ __forceinline__ void persist_prefetch(const PersistDense<T>& op, int u, PersistPre<T>& pre) {
+    if (op.kind == PERSIST_GEMV) op.plain().prefetch(u, 0, pre.store);
+    else if (op.kind == PERSIST_GEMV_ROPE) op.rope().prefetch(u, 0, pre.rope);
+    else if (op.kind == PERSIST_GEMV_CONV) op.conv().prefetch(u, 0, pre.conv);
+}
+
+// Stores unit u's sums y[0..nr) with its reads pre (batch row 0).
+template <typename T>
+__device__ __forceinline__ void persist_store(const PersistDense<T>& op, int u, const float* y, const PersistPre<T>& pre) {
+    const float one[1] = {y[0]};
+    if (op.kind == PERSIST_GEMV) {
+        op.plain().store(u, 0, one, pre.store);
+    } else if (op.kind == PERSIST_GEMV_CONV) {
+        op.conv().store(u, 0, one, pre.conv);
+    } else {
+        const float two[2] = {y[0], y[1]};
+        if (op.kind == PERSIST_GEMV_SWIGLU) op.swiglu().store(u, 0, two, GemvNoPre{});
+        else op.rope().store(u, 0, two, pre.rope);
+    }
+}
 
 // The ring's bookkeeping, shared by the producer (who writes it) and the consumers (who read a
 // stage's offset after its full barrier).
@@ -499,23 +549,15 @@ __device__ void persist_stage_input(T* xs, const PersistDense<T>& op, const Pers
 }
 
 // ys[r] = the dot products of rows [r, r + R) in the ring (a stride of rs bytes) with xs, by one
-// warp (lane 0 stores): each input vector is unpacked once for the R rows. Each row's sum runs as
-// PERSIST_DOT_CHAINS chains (element e of a vector into chain e % chains), added at the end. With
-// one chain (the default, the configuration measured) a stage's row is a single chain of
-// dependent FMAs; the profile puts warp 0 at ~8 GB/s of weights, latency-bound, so more chains
-// are the next thing to measure (untested on the GPU: SAMBA_NVRTC_DEFINES=PERSIST_DOT_CHAINS=2).
-#ifndef PERSIST_DOT_CHAINS  // 1 .. 8
-#define PERSIST_DOT_CHAINS 1
-#endif
+// warp (lane 0 stores): each input vector is unpacked once for the R rows. Each row's sum is one
+// chain of FMAs (split into 2, 4 or 8 chains it measured slower: 1.32 ms per step against 1.28).
 template <typename T, int R>
 __device__ __forceinline__ void persist_dots(const unsigned char* row0, int rs, const T* xs, int in, bool vec, int lane,
                                              float* ys) {
     constexpr int VEC = GemvVec<T>::N;
-    float acc[R][PERSIST_DOT_CHAINS];
+    float acc[R];
 #pragma unroll
-    for (int j = 0; j < R; ++j)
-#pragma unroll
-        for (int c = 0; c < PERSIST_DOT_CHAINS; ++c) acc[j][c] = 0.0f;
+    for (int j = 0; j < R; ++j) acc[j] = 0.0f;
     if (vec) {
         const uint4* xv = reinterpret_cast<const uint4*>(xs);
         const int nv = in / VEC;
@@ -528,26 +570,40 @@ __device__ __forceinline__ void persist_dots(const unsigned char* row0, int rs, 
                 float wf[VEC];
                 gemv_unpack<T>(wf, reinterpret_cast<const uint4*>(row0 + (long)j * rs)[v]);
 #pragma unroll
-                for (int e = 0; e < VEC; ++e)
-                    acc[j][e % PERSIST_DOT_CHAINS] = fmaf(wf[e], xf[e], acc[j][e % PERSIST_DOT_CHAINS]);
+                for (int e = 0; e < VEC; ++e) acc[j] = fmaf(wf[e], xf[e], acc[j]);
             }
         }
     } else {
         for (int i = lane; i < in; i += 32) {
             const float xf = ld(xs + i);
 #pragma unroll
-            for (int j = 0; j < R; ++j) acc[j][0] += ld(reinterpret_cast<const T*>(row0 + (long)j * rs) + i) * xf;
+            for (int j = 0; j < R; ++j) acc[j] += ld(reinterpret_cast<const T*>(row0 + (long)j * rs) + i) * xf;
         }
     }
 #pragma unroll
     for (int j = 0; j < R; ++j) {
-        float t = acc[j][0];
-#pragma unroll
-        for (int c = 1; c < PERSIST_DOT_CHAINS; ++c) t += acc[j][c];
-        const float y = warp_sum(t);
+        const float y = warp_sum(acc[j]);
         if (lane == 0) ys[j] = y;
     }
 }
+
+// The rows [0, rows) of a stage at base (a stride of rs bytes): their dot products with xs, by one
+// warp, into ys.
+template <typename T>
+__device__ __forceinline__ void persist_stage_dots(const unsigned char* base, int rs, int rows, const T* xs, int in,
+                                                   bool vec, int lane, float* ys) {
+    int r = 0;
+#ifdef PERSIST_SKIP_DOT  // timing experiments only: the stream without the arithmetic (wrong sums)
+    r = rows;
+#endif
+    for (; r + 4 <= rows; r += 4) persist_dots<T, 4>(base + (long)r * rs, rs, xs, in, vec, lane, ys + r);
+    if (r + 2 <= rows) {
+        persist_dots<T, 2>(base + (long)r * rs, rs, xs, in, vec, lane, ys + r);
+        r += 2;
+    }
+    if (r < rows) persist_dots<T, 1>(base + (long)r * rs, rs, xs, in, vec, lane, ys + r);
+}
+
 
 // Op k, a dense layer, on the consumer warps; `stage` counts the block's stages before it.
 template <typename T>
@@ -560,10 +616,14 @@ __device__ void persist_consume(const PersistDense<T>& op, int k, unsigned& stag
     PERSIST_PROF_START;
     persist_pass(k);
     PERSIST_PROF_LAP(PROF_PASS);
-    persist_stage_input(xs, op, nw, scratch);
-    PERSIST_PROF_LAP(PROF_INPUT);
     int u0, u1, per;
     op.share(u0, u1, per);
+    // The epilogue's reads of this thread's first unit, requested before the input row's (they
+    // land while it is staged and the dot products run, not on the way to the next barrier).
+    PersistPre<T> pre;
+    if (threadIdx.x < u1 - u0) persist_prefetch(op, u0 + threadIdx.x, pre);
+    persist_stage_input(xs, op, nw, scratch);
+    PERSIST_PROF_LAP(PROF_INPUT);
     const int rs = op.row_stride();
     const bool vec = op.in % VEC == 0;
     const int n_stages = (u1 - u0 + per - 1) / per;
@@ -574,25 +634,18 @@ __device__ void persist_consume(const PersistDense<T>& op, int k, unsigned& stag
         PERSIST_PROF_LAP(PROF_FULL);
         const unsigned char* base = ring + rb.offset[slot];
         const int s0 = u0 + s * per, rows = min(per, u1 - s0) * op.nr;
-        float* out = ys + (s0 - u0) * op.nr;
-        int r = 0;
-#ifdef PERSIST_SKIP_DOT  // timing experiments only: the stream without the arithmetic (wrong sums)
-        r = rows;
-#endif
-        for (; r + 4 <= rows; r += 4) persist_dots<T, 4>(base + (long)r * rs, rs, xs, op.in, vec, lane, out + r);
-        if (r + 2 <= rows) {
-            persist_dots<T, 2>(base + (long)r * rs, rs, xs, op.in, vec, lane, out + r);
-            r += 2;
-        }
-        if (r < rows) persist_dots<T, 1>(base + (long)r * rs, rs, xs, op.in, vec, lane, out + r);
+        persist_stage_dots<T>(base, rs, rows, xs, op.in, vec, lane, ys + (s0 - u0) * op.nr);
         __syncwarp();
         if (lane == 0) mbar_arrive(&rb.empty[slot]);
     }
-    stage += n_stages;
     PERSIST_PROF_LAP(PROF_DOT);
+    stage += n_stages;
     persist_consumers_sync();
     PERSIST_PROF_LAP(PROF_SYNC);
-    for (int i = threadIdx.x; i < u1 - u0; i += PERSIST_CONSUMERS) op.store(u0 + i, ys + i * op.nr);
+    for (int i = threadIdx.x; i < u1 - u0; i += PERSIST_CONSUMERS) {
+        if (i != threadIdx.x) persist_prefetch(op, u0 + i, pre);
+        persist_store(op, u0 + i, ys + i * op.nr, pre);
+    }
     PERSIST_PROF_LAP(PROF_EPILOGUE);
 }
 
@@ -606,11 +659,6 @@ __device__ __forceinline__ void persist_other(int kind, const u64* a, const Pers
     case PERSIST_EMBEDDING:
         embedding_residual_fwd<T>(g, PTR(0, float*), PTR(1, const u32*), PTR(2, const T*), (long)a[3], INT(4), INT(5));
         break;
-    case PERSIST_SCAN_STEP:
-        mamba_scan_step_fwd<T>(g, PTR(0, T*), PTR(1, float*), PTR(2, const T*), PTR(3, const T*), PTR(4, const T*),
-                               INT(5), PTR(6, const T*), PTR(7, const T*), PTR(8, const T*), PTR(9, const T*),
-                               INT(10), INT(11), INT(12));
-        break;
     case PERSIST_POSITIONS: positions_advance_body(g, PTR(0, int*), INT(1), INT(2)); break;
 #if PERSIST_HALVES == 1  // its shared arrays serve one virtual block at a time (the host checks)
     case PERSIST_ATTENTION:
@@ -622,11 +670,44 @@ __device__ __forceinline__ void persist_other(int kind, const u64* a, const Pers
     default: break;  // the host records only the kinds above
     }
 }
+
+// The scan step (mamba_decode.cu), its virtual blocks v0, v0 + stride, ... one after the other on
+// each half of the consumers. Before barrier k, what does not depend on x_proj's output (the
+// weights, the scan state, in_proj's u and z) is requested into L2 (prefetch: no registers held),
+// so after it every virtual block's loads are L2 hits. (Run as plain virtual blocks after the
+// barrier, each of the 2-3 per block waited for its DRAM reads in turn: ~9 us per scan step for
+// ~0.5 us of bytes.)
+template <typename T>
+__device__ __forceinline__ ScanStepArgs<T> persist_scan_args(const u64* a) {
+    return ScanStepArgs<T>{PTR(0, T*),       PTR(1, float*),   PTR(2, const T*), PTR(3, const T*), PTR(4, const T*),
+                           INT(5),           PTR(6, const T*), PTR(7, const T*), PTR(8, const T*), PTR(9, const T*),
+                           INT(10),          INT(11),          INT(12)};
+}
+template <typename T>
+__device__ void persist_scan_step(const u64* d, int k) {
+    const long gx = (long)d[1], n = gx * (long)d[2] * (long)d[3];
+    const long stride = (long)PERSIST_HALVES * gridDim.x;
+    const long v0 = (long)PERSIST_HALVES * blockIdx.x + threadIdx.x / PERSIST_VBLOCK;
+    const int t = threadIdx.x % PERSIST_VBLOCK;
+    // (the arguments are read from the table where they are used: fewer registers held)
+    for (long v = v0; v < n; v += stride)
+        scan_step_prefetch_l2(persist_scan_args<T>(d + 4), (v % gx) * PERSIST_VBLOCK + t, (int)(v / gx));
+    persist_pass(k);
+#pragma unroll 1
+    for (long v = v0; v < n; v += stride) {
+        const ScanStepArgs<T> p = persist_scan_args<T>(d + 4);
+        ScanStepItem<T> it;  // (v is uniform over a virtual block: the shuffles)
+        it.weights(p, (v % gx) * PERSIST_VBLOCK + t, (int)(v / gx));
+        it.state_inputs(p);
+        it.token_inputs(p);
+        it.finish(p);
+    }
+}
 #undef PTR
 #undef INT
 
 // Dynamic shared memory: xs [xs_bytes] (the input row), ys [ys_floats] (a block's sums of one op),
-// then the ring [ring_bytes]; every part 16-byte aligned.
+// the ring [ring_bytes], then the table [n_ops][PERSIST_OP_WORDS]; every part 16-byte aligned.
 template <typename T, bool ATTENTION>
 __device__ void decode_persistent(const u64* ops, int n_ops, u64* count, u64 base, int poll_ns, int xs_bytes,
                                   int ys_floats, int ring_bytes) {
@@ -636,6 +717,11 @@ __device__ void decode_persistent(const u64* ops, int n_ops, u64* count, u64 bas
     T* xs = reinterpret_cast<T*>(persist_smem);
     float* ys = reinterpret_cast<float*>(persist_smem + xs_bytes);
     unsigned char* ring = persist_smem + xs_bytes + 4 * ys_floats;
+    // The launch's table, copied once: every op's row is then read from shared memory, not with a
+    // round trip to L2 at the start of each op (on the critical path between two barriers).
+    u64* table = reinterpret_cast<u64*>(ring + ring_bytes);
+    for (int i = threadIdx.x; i < n_ops * PERSIST_OP_WORDS; i += blockDim.x) table[i] = ops[i];
+    ops = table;
     if (threadIdx.x == 0) {
         persist_sync.count = count;
         persist_sync.base = base;
@@ -651,6 +737,13 @@ __device__ void decode_persistent(const u64* ops, int n_ops, u64* count, u64 bas
         asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
         asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
     }
+#ifdef PERSIST_TIMELINE
+    __shared__ unsigned tl_launch;
+    if (threadIdx.x == 0) {
+        PERSIST_TL(persist_tl_pass, 0);
+        if (blockIdx.x == 0) tl_launch = atomicAdd(&persist_tl_launches, 1u);
+    }
+#endif
     __syncthreads();
     if (threadIdx.x >= PERSIST_CONSUMERS) {
         persist_produce<T>(ops, n_ops, ring, (unsigned)ring_bytes, rb);
@@ -667,17 +760,28 @@ __device__ void decode_persistent(const u64* ops, int n_ops, u64* count, u64 bas
             persist_consume<T>(PersistDense<T>(kind, d + 4), k, stage, ring, rb, xs, ys, scratch);
             continue;
         }
+        if (kind == PERSIST_SCAN_STEP) {
+            PERSIST_PROF_START;
+            persist_scan_step<T>(d, k);
+            PERSIST_PROF_LAP(PROF_OTHER);
+            continue;
+        }
         PersistentGrid g;
         g.dim.x = (unsigned)d[1];
         g.dim.y = (unsigned)d[2];
         g.dim.z = (unsigned)d[3];
         g.op = k;
         const long n = (long)g.dim.x * g.dim.y * g.dim.z;
+        PERSIST_PROF_START;
+#if PERSIST_HALVES == 1
+        // The first virtual block's own wait() passes the barrier, after its loads that do not
+        // depend on the earlier ops (the scan step's weights), as its kernel does before
+        // pdl_wait; a block with no virtual block of this op passes it after the loop.
+#else
         // Both halves of the consumers pass the barrier here (the bodies' own wait() then returns
         // at once), then each runs every other virtual block.
-        PERSIST_PROF_START;
         persist_pass(k);
-        PERSIST_PROF_LAP(PROF_PASS);
+#endif
         for (long v = (long)PERSIST_HALVES * blockIdx.x + threadIdx.x / PERSIST_VBLOCK; v < n;
              v += (long)PERSIST_HALVES * gridDim.x) {
             g.blk.x = (unsigned)(v % g.dim.x);
@@ -685,11 +789,33 @@ __device__ void decode_persistent(const u64* ops, int n_ops, u64* count, u64 bas
             g.blk.z = (unsigned)(v / ((long)g.dim.x * g.dim.y));
             persist_other<T, ATTENTION>(kind, d + 4, g);
         }
+        persist_pass(k);
         PERSIST_PROF_LAP(PROF_OTHER);
     }
     PERSIST_PROF_START;
     persist_pass(n_ops - 1);
     PERSIST_PROF_LAP(PROF_PASS);
+#ifdef PERSIST_TIMELINE
+    // every block has arrived at every barrier; block 0 prints the ops before the last (ns)
+    if (threadIdx.x == 0 && blockIdx.x == 0 && tl_launch >= PERSIST_TIMELINE_FIRST &&
+        tl_launch < PERSIST_TIMELINE_FIRST + 10) {
+        const int nb = min((int)gridDim.x, PERSIST_TL_BLOCKS);
+        for (int k = 0; k + 1 < n_ops && k + 1 < PERSIST_TL_OPS; ++k) {
+            u64 s_min = ~0ull, s_max = 0, e_min = ~0ull, e_max = 0, w_max = 0;
+            double w_sum = 0.0;
+            for (int b = 0; b < nb; ++b) {
+                const u64 st = *(volatile u64*)&persist_tl_pass[k][b], en = *(volatile u64*)&persist_tl_arrive[k + 1][b];
+                s_min = min(s_min, st), s_max = max(s_max, st), e_min = min(e_min, en), e_max = max(e_max, en);
+                w_sum += (double)(en - st);
+                w_max = max(w_max, en - st);
+            }
+            printf("PERSIST_TL launch %u op %d kind %d start_spread %llu end_first %llu end_last %llu work_mean %.0f "
+                   "work_max %llu\n",
+                   tl_launch, k, (int)ops[(long)k * PERSIST_OP_WORDS], s_max - s_min, e_min - s_min, e_max - s_min,
+                   w_sum / nb, w_max);
+        }
+    }
+#endif
 #ifdef PERSIST_PROFILE
     asm volatile("bar.sync 15, %0;" ::"n"(PERSIST_THREADS) : "memory");  // the producer's parts are in
     if (threadIdx.x == 0 && blockIdx.x == 0) {

@@ -16,72 +16,134 @@
 // launch, or in the persistent step: while the work before finishes).
 #define SCAN_STEP_RPL 12
 
+// The step's arguments, in the kernel entry's order.
+template <typename T>
+struct ScanStepArgs {
+    T* y;
+    float* h;
+    const T *x_dbl, *u, *z;
+    int z_stride;
+    const T *dt_w, *dt_b, *a_log, *d_skip;
+    int d_inner, d_state, dt_rank;
+};
+
+// One thread's (b, e, n), its loads in three groups by what they wait for, then the step:
+//   weights       dt_w's row, A, D, the bias: nothing (before the wait)
+//   state_inputs  h, u, z: the scan state and in_proj's outputs (after the wait for x_proj, or
+//                 in the persistent step after the barrier before x_proj)
+//   token_inputs  x_dbl: x_proj's output (after the wait)
+// Every load of a group is issued before the first is used.
+template <typename T>
+struct ScanStepItem {
+    int e, n, b;
+    bool active;  // inactive lanes still take part in the shuffles
+    float wdt[SCAN_STEP_RPL], xk[SCAN_STEP_RPL];
+    float a, dsk, bias, uu, zz, h0, bn, cn;
+
+    // thread t of the threads of sequence b (N consecutive ones per channel)
+    __device__ void weights(const ScanStepArgs<T>& p, long t, int b_) {
+        const int N = p.d_state;
+        e = (int)(t / N), n = (int)(t % N), b = b_;
+        active = e < p.d_inner;
+#pragma unroll
+        for (int j = 0; j < SCAN_STEP_RPL; ++j) {
+            const int k = n + N * j;
+            wdt[j] = active && k < p.dt_rank ? ld(p.dt_w + (long)e * p.dt_rank + k) : 0.0f;
+        }
+        a = dsk = bias = 0.0f;
+        if (active) {
+            a = -expf(ld(p.a_log + (long)e * N + n));
+            dsk = ld(p.d_skip + e);
+            bias = ld(p.dt_b + e);
+        }
+    }
+    __device__ float* state(const ScanStepArgs<T>& p) const {
+        return p.h + ((long)b * p.d_inner + e) * p.d_state + n;
+    }
+    __device__ void state_inputs(const ScanStepArgs<T>& p) {
+        uu = zz = h0 = 0.0f;
+        if (active) {
+            uu = ld(p.u + (long)b * p.d_inner + e);
+            zz = ld(p.z + (long)b * p.z_stride + e);
+            h0 = *state(p);
+        }
+    }
+    __device__ const T* x_row(const ScanStepArgs<T>& p) const { return p.x_dbl + (long)b * (p.dt_rank + 2 * p.d_state); }
+    __device__ void token_inputs(const ScanStepArgs<T>& p) {
+        const T* xr = x_row(p);
+#pragma unroll
+        for (int j = 0; j < SCAN_STEP_RPL; ++j) {
+            const int k = n + p.d_state * j;
+            xk[j] = active && k < p.dt_rank ? ld(xr + k) : 0.0f;
+        }
+        bn = cn = 0.0f;
+        if (active) {
+            bn = ld(xr + p.dt_rank + n);
+            cn = ld(xr + p.dt_rank + p.d_state + n);
+        }
+    }
+    __device__ void finish(const ScanStepArgs<T>& p) {
+        const int N = p.d_state;
+        float dot = 0.0f;
+#pragma unroll
+        for (int j = 0; j < SCAN_STEP_RPL; ++j) dot += wdt[j] * xk[j];
+        if (active)
+            for (int k = n + N * SCAN_STEP_RPL; k < p.dt_rank; k += N)
+                dot += ld(p.dt_w + (long)e * p.dt_rank + k) * ld(x_row(p) + k);
+        for (int o = N / 2; o > 0; o >>= 1) dot += __shfl_xor_sync(0xffffffffu, dot, o);
+        const float delta = softplus(stored<T>(dot) + bias);
+
+        float part = 0.0f;
+        if (active) {
+            const float hv = expf(delta * a) * h0 + (delta * uu) * bn;
+            *state(p) = hv;
+            part = hv * cn;
+        }
+        for (int o = N / 2; o > 0; o >>= 1) part += __shfl_xor_sync(0xffffffffu, part, o);
+        if (active && n == 0) st(p.y + (long)b * p.d_inner + e, (part + dsk * uu) * silu(zz));
+    }
+};
+
+__device__ __forceinline__ void prefetch_l2(const void* p) { asm volatile("prefetch.global.L2 [%0];" ::"l"(p)); }
+
+// Requests into L2 the bytes of thread t of sequence b that do not depend on x_proj's output (the
+// weights, the state, u and z): the 32-byte sectors of its channel's rows, one per thread.
+template <typename T>
+__device__ void scan_step_prefetch_l2(const ScanStepArgs<T>& p, long t, int b) {
+    const int N = p.d_state, e = (int)(t / N), n = (int)(t % N);
+    if (e >= p.d_inner) return;
+    const char* dt_row = reinterpret_cast<const char*>(p.dt_w + (long)e * p.dt_rank);
+    if (32 * n < p.dt_rank * (int)sizeof(T)) prefetch_l2(dt_row + 32 * n);
+    const char* h_row = reinterpret_cast<const char*>(p.h + ((long)b * p.d_inner + e) * N);
+    if (32 * n < N * 4) prefetch_l2(h_row + 32 * n);
+    const char* a_row = reinterpret_cast<const char*>(p.a_log + (long)e * N);
+    if (32 * n < N * (int)sizeof(T)) prefetch_l2(a_row + 32 * n);
+    if (n == 0) {
+        prefetch_l2(p.u + (long)b * p.d_inner + e);
+        prefetch_l2(p.z + (long)b * p.z_stride + e);
+        prefetch_l2(p.d_skip + e);
+        prefetch_l2(p.dt_b + e);
+    }
+}
+
 template <typename T, typename G>
-__device__ void mamba_scan_step_fwd(const G& g, T* y, float* h, const T* x_dbl, const T* u, const T* z, int z_stride,
-                                    const T* dt_w, const T* dt_b, const T* a_log, const T* d_skip, int d_inner,
-                                    int d_state, int dt_rank) {
-    const int N = d_state;
-    const long t = g.block().x * (long)g.threads() + g.thread();
-    const int e = (int)(t / N), n = (int)(t % N);
-    const int b = g.block().y;
-    const bool active = e < d_inner;  // inactive lanes still take part in the shuffles
-    const int xdim = dt_rank + 2 * N;
-
-    float wdt[SCAN_STEP_RPL];
-    float a = 0.0f, dsk = 0.0f, bias = 0.0f;
-#pragma unroll
-    for (int j = 0; j < SCAN_STEP_RPL; ++j) {
-        const int k = n + N * j;
-        wdt[j] = active && k < dt_rank ? ld(dt_w + (long)e * dt_rank + k) : 0.0f;
-    }
-    if (active) {
-        a = -expf(ld(a_log + (long)e * N + n));
-        dsk = ld(d_skip + e);
-        bias = ld(dt_b + e);
-    }
+__device__ void mamba_scan_step_fwd(const G& g, const ScanStepArgs<T>& p) {
+    ScanStepItem<T> it;
+    it.weights(p, g.block().x * (long)g.threads() + g.thread(), g.block().y);
     g.wait();
-
-    // Every load of the step issued before the first is used.
-    const T* xr = x_dbl + (long)b * xdim;
-    float xk[SCAN_STEP_RPL];
-#pragma unroll
-    for (int j = 0; j < SCAN_STEP_RPL; ++j) {
-        const int k = n + N * j;
-        xk[j] = active && k < dt_rank ? ld(xr + k) : 0.0f;
-    }
-    float uu = 0.0f, bn = 0.0f, cn = 0.0f, zz = 0.0f, h0 = 0.0f;
-    float* hp = h + ((long)b * d_inner + e) * N + n;
-    if (active) {
-        uu = ld(u + (long)b * d_inner + e);
-        bn = ld(xr + dt_rank + n);
-        cn = ld(xr + dt_rank + N + n);
-        zz = ld(z + (long)b * z_stride + e);
-        h0 = *hp;
-    }
-    float dot = 0.0f;
-#pragma unroll
-    for (int j = 0; j < SCAN_STEP_RPL; ++j) dot += wdt[j] * xk[j];
-    if (active)
-        for (int k = n + N * SCAN_STEP_RPL; k < dt_rank; k += N) dot += ld(dt_w + (long)e * dt_rank + k) * ld(xr + k);
-    for (int o = N / 2; o > 0; o >>= 1) dot += __shfl_xor_sync(0xffffffffu, dot, o);
-    const float delta = softplus(stored<T>(dot) + bias);
-
-    float part = 0.0f;
-    if (active) {
-        const float hv = expf(delta * a) * h0 + (delta * uu) * bn;
-        *hp = hv;
-        part = hv * cn;
-    }
-    for (int o = N / 2; o > 0; o >>= 1) part += __shfl_xor_sync(0xffffffffu, part, o);
-    if (active && n == 0) st(y + (long)b * d_inner + e, (part + dsk * uu) * silu(zz));
+    it.state_inputs(p);
+    it.token_inputs(p);
+    it.finish(p);
 }
 
 #define SCAN_STEP_ARGS(T)                                                                                   \
     T *y, float *h, const T *x_dbl, const T *u, const T *z, int z_stride, const T *dt_w, const T *dt_b,     \
         const T *a_log, const T *d_skip, int d_inner, int d_state, int dt_rank
 extern "C" __global__ void __launch_bounds__(128) mamba_scan_step_fwd_f32(SCAN_STEP_ARGS(float)) {
-    mamba_scan_step_fwd(KernelGrid{}, y, h, x_dbl, u, z, z_stride, dt_w, dt_b, a_log, d_skip, d_inner, d_state, dt_rank);
+    mamba_scan_step_fwd(KernelGrid{},
+                        ScanStepArgs<float>{y, h, x_dbl, u, z, z_stride, dt_w, dt_b, a_log, d_skip, d_inner, d_state, dt_rank});
 }
 extern "C" __global__ void __launch_bounds__(128) mamba_scan_step_fwd_bf16(SCAN_STEP_ARGS(bf16_t)) {
-    mamba_scan_step_fwd(KernelGrid{}, y, h, x_dbl, u, z, z_stride, dt_w, dt_b, a_log, d_skip, d_inner, d_state, dt_rank);
+    mamba_scan_step_fwd(KernelGrid{}, ScanStepArgs<bf16_t>{y, h, x_dbl, u, z, z_stride, dt_w, dt_b, a_log, d_skip,
+                                                           d_inner, d_state, dt_rank});
 }

@@ -40,6 +40,9 @@ const BLOCKS_PER_SM: usize = 4;
 /// Arguments an op carries (kernels/decode_persistent.cu: PERSIST_MAX_ARGS).
 const MAX_ARGS: usize = 20;
 const OP_WORDS: usize = 4 + MAX_ARGS;
+/// The most ops one persistent launch runs: its table is copied into shared memory at the start
+/// (kernels/decode_persistent.cu), so a longer run of ops is cut into several launches.
+const MAX_LAUNCH_OPS: usize = 48;
 
 /// The kernels the persistent step runs, with the number of arguments of each entry point
 /// (kernels/decode_persistent.cu: PERSIST_*).
@@ -123,22 +126,27 @@ impl DenseShape {
     }
 }
 
-/// The kernel's dynamic shared memory: the input row, the sums of a block's units, the ring.
+/// The kernel's dynamic shared memory: the input row, the sums of a block's units, the ring, and
+/// the launch's table (`launch_ops` rows at most).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct SharedLayout {
     input_bytes: usize,
     sums: usize,
     ring_bytes: usize,
+    table_bytes: usize,
 }
 
 impl SharedLayout {
-    /// Splits `dynamic` bytes for the dense ops `shapes` run by `blocks` blocks.
+    /// Splits `dynamic` bytes for the dense ops `shapes` run by `blocks` blocks, launches of at
+    /// most `launch_ops` ops.
     fn plan(
         shapes: &[DenseShape],
+        launch_ops: usize,
         elem: usize,
         blocks: usize,
         dynamic: usize,
     ) -> Result<SharedLayout> {
+        let table_bytes = launch_ops * OP_WORDS * size_of::<u64>();
         let input_bytes = shapes
             .iter()
             .map(|d| (d.input * elem).next_multiple_of(16))
@@ -151,7 +159,7 @@ impl SharedLayout {
             .unwrap_or(0)
             .next_multiple_of(4);
         let unit = shapes.iter().map(|d| d.unit_bytes(elem)).max().unwrap_or(0);
-        let ring_bytes = dynamic.saturating_sub(input_bytes + 4 * sums) / 16 * 16;
+        let ring_bytes = dynamic.saturating_sub(input_bytes + 4 * sums + table_bytes) / 16 * 16;
         if ring_bytes < unit.max(16) {
             return Err(unsupported(format!(
                 "{dynamic} bytes of shared memory per block leave {ring_bytes} for the weights' ring, less than a unit of {unit} bytes"
@@ -161,11 +169,12 @@ impl SharedLayout {
             input_bytes,
             sums,
             ring_bytes,
+            table_bytes,
         })
     }
 
     fn total(&self) -> usize {
-        self.input_bytes + 4 * self.sums + self.ring_bytes
+        self.input_bytes + 4 * self.sums + self.ring_bytes + self.table_bytes
     }
 }
 
@@ -272,7 +281,7 @@ impl PersistentStep {
             shapes.extend(OpKind::of(l.what).and_then(|k| DenseShape::of(k, &row[4..])));
             table.extend(row);
             match segments.last_mut() {
-                Some(Segment::Phases { count, .. }) => *count += 1,
+                Some(Segment::Phases { count, .. }) if *count < MAX_LAUNCH_OPS => *count += 1,
                 _ => segments.push(Segment::Phases {
                     first: n_ops,
                     count: 1,
@@ -283,7 +292,15 @@ impl PersistentStep {
         if n_ops == 0 {
             return Err(unsupported("the step recorded no launch".into()));
         }
-        let layout = SharedLayout::plan(&shapes, size_of::<T>(), blocks, dynamic)?;
+        let launch_ops = segments
+            .iter()
+            .map(|s| match s {
+                Segment::Phases { count, .. } => *count,
+                Segment::Kernel { .. } => 0,
+            })
+            .max()
+            .unwrap_or(0);
+        let layout = SharedLayout::plan(&shapes, launch_ops, size_of::<T>(), blocks, dynamic)?;
         Ok(PersistentStep {
             function,
             table: dev.upload(&table)?,
@@ -322,8 +339,9 @@ impl PersistentStep {
                         shared_mem_bytes: self.layout.total() as u32,
                     };
                     // SAFETY: arguments match decode_persistent_<T>(const u64*, int, u64*, u64,
-                    // int, int, int, int); the shared memory holds the input row, the sums and
-                    // the ring as planned for every dense op of the table (SharedLayout::plan);
+                    // int, int, int, int); the shared memory holds the input row, the sums,
+                    // the ring as planned for every dense op of the table and the launch's
+                    // `count` <= MAX_LAUNCH_OPS table rows after them (SharedLayout::plan);
                     // the table holds `count` ops of OP_WORDS words from `first`, each a
                     // launch of the step whose arguments were checked by its wrapper (ops/*.rs)
                     // and whose buffers live as long as `acts` and the state this step was
@@ -580,7 +598,7 @@ mod tests {
     }
 
     #[test]
-    fn shared_memory_is_split_into_input_sums_and_ring() {
+    fn shared_memory_is_split_into_input_sums_ring_and_table() {
         let shapes = [
             DenseShape {
                 input: 2304,
@@ -598,8 +616,9 @@ mod tests {
                 rows_per_unit: 2,
             },
         ];
-        let l = SharedLayout::plan(&shapes, 2, 264, 100_000).expect("fits");
+        let l = SharedLayout::plan(&shapes, 10, 2, 264, 100_000).expect("fits");
         assert_eq!(l.input_bytes, 6144 * 2);
+        assert_eq!(l.table_bytes, 10 * OP_WORDS * 8);
         // the head's 32000 rows over 264 blocks: 122 sums at most, rounded up to whole vectors
         assert_eq!(l.sums, 124);
         assert_eq!(l.ring_bytes % 16, 0);
@@ -610,11 +629,11 @@ mod tests {
             units: 5,
             rows_per_unit: 2,
         }];
-        let l = SharedLayout::plan(&odd, 4, 4, 4096).expect("fits");
+        let l = SharedLayout::plan(&odd, 1, 4, 4, 4096).expect("fits");
         assert_eq!(l.input_bytes, 128);
         assert_eq!(l.sums, 4);
         // a ring that cannot hold one unit is refused
-        let err = SharedLayout::plan(&shapes, 2, 264, 20_000).expect_err("too small");
+        let err = SharedLayout::plan(&shapes, 10, 2, 264, 20_000).expect_err("too small");
         assert!(err.to_string().contains("ring"), "{err}");
     }
 
