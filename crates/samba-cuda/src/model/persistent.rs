@@ -191,6 +191,18 @@ enum Segment {
     },
 }
 
+/// Adds op `index` of the table to the last persistent launch, or starts a new one after a kernel
+/// of its own or a launch of MAX_LAUNCH_OPS ops.
+fn push_op(segments: &mut Vec<Segment>, index: usize) {
+    match segments.last_mut() {
+        Some(Segment::Phases { count, .. }) if *count < MAX_LAUNCH_OPS => *count += 1,
+        _ => segments.push(Segment::Phases {
+            first: index,
+            count: 1,
+        }),
+    }
+}
+
 /// The op that runs as a kernel of its own between persistent launches, unless
 /// SAMBA_PERSIST_ATTENTION=1 and the persistent kernel runs one virtual block at a time (the
 /// attention's shared arrays serve one).
@@ -280,13 +292,7 @@ impl PersistentStep {
             let row = op_words(&l)?;
             shapes.extend(OpKind::of(l.what).and_then(|k| DenseShape::of(k, &row[4..])));
             table.extend(row);
-            match segments.last_mut() {
-                Some(Segment::Phases { count, .. }) if *count < MAX_LAUNCH_OPS => *count += 1,
-                _ => segments.push(Segment::Phases {
-                    first: n_ops,
-                    count: 1,
-                }),
-            }
+            push_op(&mut segments, n_ops);
             n_ops += 1;
         }
         if n_ops == 0 {
@@ -595,6 +601,30 @@ mod tests {
             Some(shape(2304, 3456, 2))
         );
         assert_eq!(DenseShape::of(OpKind::ScanStep, &plain), None);
+    }
+
+    #[test]
+    fn long_runs_of_ops_are_cut_into_launches_of_at_most_max_launch_ops() {
+        let mut segments = Vec::new();
+        let n = 2 * MAX_LAUNCH_OPS + 5;
+        for i in 0..n {
+            push_op(&mut segments, i);
+        }
+        let launches: Vec<(usize, usize)> = segments
+            .iter()
+            .map(|s| match s {
+                Segment::Phases { first, count } => (*first, *count),
+                Segment::Kernel { .. } => unreachable!("no kernel was pushed"),
+            })
+            .collect();
+        assert_eq!(
+            launches,
+            [
+                (0, MAX_LAUNCH_OPS),
+                (MAX_LAUNCH_OPS, MAX_LAUNCH_OPS),
+                (2 * MAX_LAUNCH_OPS, 5)
+            ]
+        );
     }
 
     #[test]
