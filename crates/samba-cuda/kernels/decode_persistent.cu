@@ -775,8 +775,8 @@ __device__ void decode_persistent(const u64* ops, int n_ops, u64* count, u64 bas
         PERSIST_PROF_START;
 #if PERSIST_HALVES == 1
         // The first virtual block's own wait() passes the barrier, after its loads that do not
-        // depend on the earlier ops (the scan step's weights), as its kernel does before
-        // pdl_wait; a block with no virtual block of this op passes it after the loop.
+        // depend on the earlier ops, as its kernel does before pdl_wait; a block with no virtual
+        // block of this op passes it after the loop.
 #else
         // Both halves of the consumers pass the barrier here (the bodies' own wait() then returns
         // at once), then each runs every other virtual block.

@@ -43,6 +43,9 @@ const OP_WORDS: usize = 4 + MAX_ARGS;
 /// The most ops one persistent launch runs: its table is copied into shared memory at the start
 /// (kernels/decode_persistent.cu), so a longer run of ops is cut into several launches.
 const MAX_LAUNCH_OPS: usize = 48;
+/// A stage's bytes at most, unless one unit is larger (kernels/decode_persistent.cu:
+/// PERSIST_STAGE_BYTES).
+const STAGE_BYTES: usize = 16384;
 
 /// The kernels the persistent step runs, with the number of arguments of each entry point
 /// (kernels/decode_persistent.cu: PERSIST_*).
@@ -124,6 +127,13 @@ impl DenseShape {
     fn unit_bytes(&self, elem: usize) -> usize {
         self.rows_per_unit * (self.input * elem).next_multiple_of(16)
     }
+
+    /// Bytes of the largest stage the producer copies at once (whole units, up to STAGE_BYTES
+    /// unless one unit is larger, at most a block's share): the ring must hold one.
+    fn stage_bytes(&self, elem: usize, blocks: usize) -> usize {
+        let unit = self.unit_bytes(elem);
+        unit * (STAGE_BYTES / unit).clamp(1, self.units_per_block(blocks).max(1))
+    }
 }
 
 /// The kernel's dynamic shared memory: the input row, the sums of a block's units, the ring, and
@@ -158,11 +168,16 @@ impl SharedLayout {
             .max()
             .unwrap_or(0)
             .next_multiple_of(4);
-        let unit = shapes.iter().map(|d| d.unit_bytes(elem)).max().unwrap_or(0);
+        let stage = shapes
+            .iter()
+            .map(|d| d.stage_bytes(elem, blocks))
+            .max()
+            .unwrap_or(0);
         let ring_bytes = dynamic.saturating_sub(input_bytes + 4 * sums + table_bytes) / 16 * 16;
-        if ring_bytes < unit.max(16) {
+        // (a ring smaller than a stage would never have room for it: the producer would wait)
+        if ring_bytes < stage.max(16) {
             return Err(unsupported(format!(
-                "{dynamic} bytes of shared memory per block leave {ring_bytes} for the weights' ring, less than a unit of {unit} bytes"
+                "{dynamic} bytes of shared memory per block leave {ring_bytes} for the weights' ring, less than a stage of {stage} bytes"
             )));
         }
         Ok(SharedLayout {
@@ -662,9 +677,19 @@ mod tests {
         let l = SharedLayout::plan(&odd, 1, 4, 4, 4096).expect("fits");
         assert_eq!(l.input_bytes, 128);
         assert_eq!(l.sums, 4);
-        // a ring that cannot hold one unit is refused
-        let err = SharedLayout::plan(&shapes, 10, 2, 264, 20_000).expect_err("too small");
+        // the largest stage: three of the head's 4608-byte rows (16 KB at most)
+        let stage = shapes.iter().map(|d| d.stage_bytes(2, 264)).max();
+        assert_eq!(stage, Some(3 * 4608));
+        // a ring that cannot hold a stage is refused, the table counted: without the table's
+        // 10 rows this one would leave 14,824 bytes, with them 12,904
+        let fixed = 6144 * 2 + 4 * 124;
+        let dynamic = fixed + 3 * 4608 + 1000;
+        assert!(SharedLayout::plan(&shapes, 0, 2, 264, dynamic).is_ok());
+        let err = SharedLayout::plan(&shapes, 10, 2, 264, dynamic).expect_err("too small");
         assert!(err.to_string().contains("ring"), "{err}");
+        // a ring that holds a unit (12,288 bytes of fc2's row) but not a stage is refused too
+        let err = SharedLayout::plan(&shapes, 0, 2, 264, fixed + 13_000).expect_err("too small");
+        assert!(err.to_string().contains("stage"), "{err}");
     }
 
     /// The kinds and the table's width agree with kernels/decode_persistent.cu.
@@ -692,6 +717,7 @@ mod tests {
             assert!(kind.args() <= MAX_ARGS);
         }
         assert_eq!(define("PERSIST_MAX_ARGS") as usize, MAX_ARGS);
+        assert_eq!(define("PERSIST_STAGE_BYTES") as usize, STAGE_BYTES);
         assert_eq!(define("PERSIST_CONSUMERS") as u32 % VBLOCK, 0);
         assert_eq!(define("PERSIST_VBLOCK") as u32, VBLOCK);
         assert!(define("PERSIST_MIN_BLOCKS") as usize <= BLOCKS_PER_SM);
