@@ -703,6 +703,112 @@ __device__ void persist_scan_step(const u64* d, int k) {
         it.finish(p);
     }
 }
+
+// The scan step with four states per thread (opt-in, SAMBA_NVRTC_DEFINES=PERSIST_SCAN_WIDE=1; not
+// yet run on the GPU): the same math as mamba_decode.cu's step, with L = N / 4 consecutive lanes
+// per channel, lane q holding h[e, 4q..4q+4) and dt_proj's row's 16-byte vectors q, q + L, ...;
+// the dot over R and the sum over n are shuffles among the L lanes. d_inner * N / 4 threads are
+// one per consumer thread of the grid (Samba-1.3B: 18,432 of 33,792), so every load that does not
+// depend on x_proj (dt_proj's row, A, D, the bias, h, u, z) is issued before the barrier and,
+// after it, x_dbl's row (dt_low | B | C) is staged once per block in shared memory: one L2
+// round trip instead of one per virtual block (2-3 a block, ~8 us a scan step).
+#ifndef PERSIST_SCAN_WIDE
+#define PERSIST_SCAN_WIDE 0
+#endif
+#define SCAN_WIDE_VECS 6  // dt_proj row vectors per lane at most
+
+template <typename T>
+struct ScanStepWide {
+    int e, q;
+    bool active;  // inactive lanes still take part in the shuffles
+    uint4 w[SCAN_WIDE_VECS];
+    float a[4], h[4];
+    float dsk, bias, uu, zz;
+
+    // Whether the step fits: batch 1; N / 4 lanes a power of two <= 32; dt_proj's rows whole,
+    // aligned 16-byte vectors, at most SCAN_WIDE_VECS per lane; an aligned state; x_dbl's row in
+    // xd_bytes of f32; a thread for every (channel, lane).
+    __device__ static bool fits(const ScanStepArgs<T>& p, long batch, int xd_bytes) {
+        const int L = p.d_state / 4, row = p.dt_rank * (int)sizeof(T);
+        return batch == 1 && p.d_state % 4 == 0 && L >= 1 && L <= 32 && (L & (L - 1)) == 0 && row % 16 == 0 &&
+               (row / 16 + L - 1) / L <= SCAN_WIDE_VECS && gemv_aligned(p.dt_w) && gemv_aligned(p.h) &&
+               (p.dt_rank + 2 * p.d_state) * 4 <= xd_bytes && (long)p.d_inner * L <= (long)gridDim.x * PERSIST_CONSUMERS;
+    }
+    // Thread t of d_inner * L: everything that does not depend on x_proj's output.
+    __device__ void load(const ScanStepArgs<T>& p, long t) {
+        const int N = p.d_state, L = N / 4, nvec = p.dt_rank * (int)sizeof(T) / 16;
+        e = (int)(t / L), q = (int)(t % L);
+        active = e < p.d_inner;
+        const uint4* row = reinterpret_cast<const uint4*>(p.dt_w + (long)e * p.dt_rank);
+#pragma unroll
+        for (int i = 0; i < SCAN_WIDE_VECS; ++i) {
+            const int v = q + i * L;
+            w[i] = active && v < nvec ? row[v] : make_uint4(0u, 0u, 0u, 0u);
+        }
+        dsk = bias = uu = zz = 0.0f;
+#pragma unroll
+        for (int j = 0; j < 4; ++j) a[j] = h[j] = 0.0f;
+        if (active) {
+            const float4 hv = *reinterpret_cast<const float4*>(p.h + (long)e * N + 4 * q);
+            h[0] = hv.x, h[1] = hv.y, h[2] = hv.z, h[3] = hv.w;
+#pragma unroll
+            for (int j = 0; j < 4; ++j) a[j] = -expf(ld(p.a_log + (long)e * N + 4 * q + j));
+            dsk = ld(p.d_skip + e);
+            bias = ld(p.dt_b + e);
+            uu = ld(p.u + e);
+            zz = ld(p.z + e);
+        }
+    }
+    // The step, x_dbl's row in xd (f32: dt_low [R], B [N], C [N]).
+    __device__ void finish(const ScanStepArgs<T>& p, const float* xd) {
+        constexpr int VEC = GemvVec<T>::N;
+        const int N = p.d_state, L = N / 4, nvec = p.dt_rank * (int)sizeof(T) / 16;
+        float dot = 0.0f;
+#pragma unroll
+        for (int i = 0; i < SCAN_WIDE_VECS; ++i) {
+            const int v = q + i * L;
+            if (v < nvec) {
+                float f[VEC];
+                gemv_unpack<T>(f, w[i]);
+#pragma unroll
+                for (int c = 0; c < VEC; ++c) dot += f[c] * xd[v * VEC + c];
+            }
+        }
+        for (int o = L / 2; o > 0; o >>= 1) dot += __shfl_xor_sync(0xffffffffu, dot, o);
+        const float delta = softplus(stored<T>(dot) + bias);
+        float part = 0.0f;
+        if (active) {
+            const float* bn = xd + p.dt_rank + 4 * q;
+            const float* cn = bn + N;
+            float4 hv;
+            float* hn = reinterpret_cast<float*>(&hv);
+#pragma unroll
+            for (int j = 0; j < 4; ++j) {
+                hn[j] = expf(delta * a[j]) * h[j] + (delta * uu) * bn[j];
+                part += hn[j] * cn[j];
+            }
+            *reinterpret_cast<float4*>(p.h + (long)e * N + 4 * q) = hv;
+        }
+        for (int o = L / 2; o > 0; o >>= 1) part += __shfl_xor_sync(0xffffffffu, part, o);
+        if (active && q == 0) st(p.y + e, (part + dsk * uu) * silu(zz));
+    }
+};
+
+// Op k, the scan step, as ScanStepWide when it fits (uniform over the grid: its arguments and the
+// grid); false when it does not, and nothing ran. xd: the input row's shared memory (free between
+// the dense ops).
+template <typename T>
+__device__ bool persist_scan_wide(const u64* d, int k, float* xd, int xd_bytes) {
+    const ScanStepArgs<T> p = persist_scan_args<T>(d + 4);
+    if (!ScanStepWide<T>::fits(p, (long)d[2] * (long)d[3], xd_bytes)) return false;
+    ScanStepWide<T> it;
+    it.load(p, (long)blockIdx.x * PERSIST_CONSUMERS + threadIdx.x);
+    persist_pass(k);
+    for (int i = threadIdx.x; i < p.dt_rank + 2 * p.d_state; i += PERSIST_CONSUMERS) xd[i] = ld(p.x_dbl + i);
+    persist_consumers_sync();
+    it.finish(p, xd);
+    return true;
+}
 #undef PTR
 #undef INT
 
@@ -762,7 +868,10 @@ __device__ void decode_persistent(const u64* ops, int n_ops, u64* count, u64 bas
         }
         if (kind == PERSIST_SCAN_STEP) {
             PERSIST_PROF_START;
-            persist_scan_step<T>(d, k);
+#if PERSIST_SCAN_WIDE
+            if (!persist_scan_wide<T>(d, k, reinterpret_cast<float*>(xs), xs_bytes))
+#endif
+                persist_scan_step<T>(d, k);
             PERSIST_PROF_LAP(PROF_OTHER);
             continue;
         }
