@@ -709,7 +709,9 @@ __device__ void persist_scan_step(const u64* d, int k) {
 // per channel, lane q holding h[e, 4q..4q+4) and dt_proj's row's 16-byte vectors q, q + L, ...;
 // the dot over R and the sum over n are shuffles among the L lanes. d_inner * N / 4 threads are
 // one per consumer thread of the grid (Samba-1.3B: 18,432 of 33,792), so every load that does not
-// depend on x_proj (dt_proj's row, A, D, the bias, h, u, z) is issued before the barrier and,
+// depend on x_proj (dt_proj's row, A, D, the bias, h, u, z) is issued before the barrier (u and z
+// are in_proj's outputs: the step records conv, x_proj, scan in that order, fused.rs, so barrier
+// k - 1 already ordered them before these reads) and,
 // after it, x_dbl's row (dt_low | B | C) is staged once per block in shared memory: one L2
 // round trip instead of one per virtual block (2-3 a block, ~8 us a scan step).
 #ifndef PERSIST_SCAN_WIDE
