@@ -293,14 +293,17 @@ struct PersistDense {
         in = (int)a[first + 7];
     }
 
-    // The offset (elements) of row j of unit u in w.
+    // The offset (elements) of row j of unit u in w (gemv.cu's unit maps).
     __device__ long row(int u, int j) const {
-        if (kind == PERSIST_GEMV_SWIGLU) return (long)(u + j * hidden) * in;
-        if (kind == PERSIST_GEMV_ROPE) {
-            const int half = head_dim / 2;
-            return (long)((u / half) * head_dim + u % half + j * half) * in;
+        long r[2];
+        if (kind == PERSIST_GEMV_SWIGLU) GemvGateUp{in, hidden}(u, r);
+        else if (kind == PERSIST_GEMV_ROPE) GemvRopePair{in, head_dim}(u, r);
+        else {
+            long one[1];
+            GemvRow{in}(u, one);
+            return one[0];
         }
-        return (long)u * in;
+        return j ? r[1] : r[0];
     }
     // A row's bytes in the ring (16-byte aligned), and whether rows are whole aligned 16-byte vectors
     // in memory (else the producer copies them element by element).
