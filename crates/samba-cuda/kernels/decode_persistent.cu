@@ -60,7 +60,9 @@
 // at the start (no L2 round trip to read the next op); each thread requests its first unit's
 // epilogue reads (the residual for +=, cos and sin, the conv state) before the input row, so they
 // land during the dot products; the scan step requests its weights, state, u and z into L2 before
-// its barrier. PERSIST_TIMELINE prints, per op, when the blocks started and finished it.
+// its barrier. Mamba's x_proj, where the host folds it (src/model/xproj_fold.rs), is no phase of
+// its own: in_proj's phase adds each block's share of it (persist_fold). PERSIST_TIMELINE prints,
+// per op, when the blocks started and finished it.
 //
 // The table: [n_ops][PERSIST_OP_WORDS] u64: kind, grid x, y, z, then the kernel's arguments in
 // the order of its entry point, one word each (pointers; ints and floats in the low 32 bits).
@@ -310,6 +312,19 @@ struct PersistDense {
     __device__ int row_stride() const { return (int)(((long)in * sizeof(T) + 15) & ~15L); }
     __device__ bool vec16() const { return ((long)in * sizeof(T)) % 16 == 0 && gemv_aligned(w); }
 
+    // x_proj folded into in_proj's phase (conv ops, when the host set a[16..20); see
+    // persist_fold): x_proj^T [d_inner, stride] (T, rows 16-byte aligned), the f32 sums x_dbl
+    // [n] it adds into, and this block's channels [c0, c1) of u (its units below d_inner).
+    __device__ const T* fold_w() const { return kind == PERSIST_GEMV_CONV ? (const T*)a[16] : nullptr; }
+    __device__ float* fold_acc() const { return (float*)a[17]; }
+    __device__ int fold_n() const { return (int)a[18]; }
+    __device__ int fold_stride() const { return (int)a[19]; }
+    __device__ bool fold_range(int u0, int u1, int& c0, int& c1) const {
+        c0 = u0;
+        c1 = min(u1, (int)a[5]);
+        return fold_w() != nullptr && c1 > c0;
+    }
+
     // This block's units [u0, u1), and the units per stage.
     __device__ void share(int& u0, int& u1, int& per_stage) const {
         u0 = (int)((long)blockIdx.x * n_units / gridDim.x);
@@ -352,19 +367,21 @@ __device__ __forceinline__ void persist_prefetch(const PersistDense<T>& op, int 
     else if (op.kind == PERSIST_GEMV_CONV) op.conv().prefetch(u, 0, pre.conv);
 }
 
-// Stores unit u's sums y[0..nr) with its reads pre (batch row 0).
+// Stores unit u's sums y[0..nr) with its reads pre (batch row 0); returns the conv step's u as
+// stored (0 for the other kinds).
 template <typename T>
-__device__ __forceinline__ void persist_store(const PersistDense<T>& op, int u, const float* y, const PersistPre<T>& pre) {
+__device__ __forceinline__ float persist_store(const PersistDense<T>& op, int u, const float* y, const PersistPre<T>& pre) {
     const float one[1] = {y[0]};
     if (op.kind == PERSIST_GEMV) {
         op.plain().store(u, 0, one, pre.store);
     } else if (op.kind == PERSIST_GEMV_CONV) {
-        op.conv().store(u, 0, one, pre.conv);
+        return op.conv().store(u, 0, one, pre.conv);
     } else {
         const float two[2] = {y[0], y[1]};
         if (op.kind == PERSIST_GEMV_SWIGLU) op.swiglu().store(u, 0, two, GemvNoPre{});
         else op.rope().store(u, 0, two, pre.rope);
     }
+    return 0.0f;
 }
 
 // The ring's bookkeeping, shared by the producer (who writes it) and the consumers (who read a
@@ -378,11 +395,48 @@ struct PersistRing {
 
 // ---- the producer warp
 
+// Where the producer is in the ring: bytes issued and freed, as positions in the unbounded stream
+// of bytes, and stages.
+struct PersistStream {
+    u64 head, tail;
+    unsigned issued, freed;
+
+    // Waits for room for a stage of `bytes` (whole in the ring: its end is skipped if the stage
+    // would wrap; every byte of it freed; a free slot), notes the stage's place in the ring for
+    // the consumers, and returns its slot; the stage's bytes start at ring + head % ring_bytes.
+    __device__ unsigned claim(unsigned bytes, unsigned ring_bytes, PersistRing& rb) {
+        const u64 off0 = head % ring_bytes;
+        if (off0 + bytes > ring_bytes) head += ring_bytes - off0;
+#ifdef PERSIST_PROFILE
+        const long long t0 = clock64();
+#endif
+        while (head + bytes > tail + ring_bytes || issued - freed == PERSIST_SLOTS) {
+            const unsigned f = freed % PERSIST_SLOTS;
+            mbar_wait(&rb.empty[f], (freed / PERSIST_SLOTS) & 1);
+            tail = rb.end[f];
+            ++freed;
+        }
+#ifdef PERSIST_PROFILE
+        if ((threadIdx.x & 31) == 0) persist_prof[PROF_EMPTY] += clock64() - t0;
+#endif
+        const unsigned slot = issued % PERSIST_SLOTS;
+        __syncwarp();
+        if ((threadIdx.x & 31) == 0) {
+            rb.offset[slot] = (unsigned)(head % ring_bytes);
+            rb.end[slot] = head + bytes;
+        }
+        return slot;
+    }
+    __device__ void commit(unsigned bytes) {
+        head += bytes;
+        ++issued;
+    }
+};
+
 template <typename T>
 __device__ void persist_produce(const u64* ops, int n_ops, unsigned char* ring, unsigned ring_bytes, PersistRing& rb) {
     const int lane = threadIdx.x & 31;
-    u64 head = 0, tail = 0;     // bytes issued / freed, as positions in the unbounded stream
-    unsigned issued = 0, freed = 0;  // stages
+    PersistStream q{0, 0, 0, 0};
     for (int k = 0; k < n_ops; ++k) {
         const u64* d = ops + (long)k * PERSIST_OP_WORDS;
         const int kind = (int)d[0];
@@ -396,30 +450,11 @@ __device__ void persist_produce(const u64* ops, int n_ops, unsigned char* ring, 
             const int units = min(per, u1 - s0);
             const int rows = units * op.nr;
             const unsigned bytes = (unsigned)(rows * rs);
-            // Room: whole in the ring (skip its end if the stage would wrap), every byte of it
-            // freed, and a free slot.
-            const u64 off0 = head % ring_bytes;
-            if (off0 + bytes > ring_bytes) head += ring_bytes - off0;
-#ifdef PERSIST_PROFILE
-            const long long t0 = clock64();
-#endif
-            while (head + bytes > tail + ring_bytes || issued - freed == PERSIST_SLOTS) {
-                const unsigned f = freed % PERSIST_SLOTS;
-                mbar_wait(&rb.empty[f], (freed / PERSIST_SLOTS) & 1);
-                tail = rb.end[f];
-                ++freed;
-            }
+            const unsigned slot = q.claim(bytes, ring_bytes, rb);
+            unsigned char* dst = ring + q.head % ring_bytes;
 #ifdef PERSIST_PROFILE
             const long long t1 = clock64();
-            if (lane == 0) persist_prof[PROF_EMPTY] += t1 - t0;
 #endif
-            const unsigned slot = issued % PERSIST_SLOTS;
-            unsigned char* dst = ring + head % ring_bytes;
-            __syncwarp();
-            if (lane == 0) {
-                rb.offset[slot] = (unsigned)(head % ring_bytes);
-                rb.end[slot] = head + bytes;
-            }
             if (vec16) {
                 // the copy engine: one copy per row; the barrier's phase completes when the
                 // bytes have landed (its one arrival, lane 0's, carries the byte count)
@@ -445,8 +480,23 @@ __device__ void persist_produce(const u64* ops, int n_ops, unsigned char* ring, 
 #ifdef PERSIST_PROFILE
             if (lane == 0) persist_prof[PROF_ISSUE] += clock64() - t1;
 #endif
-            head += bytes;
-            ++issued;
+            q.commit(bytes);
+        }
+        // x_proj^T's rows of the block's channels, one stage after the op's own (one copy: the
+        // rows are consecutive; the host made every row whole 16-byte vectors)
+        int c0, c1;
+        if (op.fold_range(u0, u1, c0, c1)) {
+            const unsigned bytes = (unsigned)((c1 - c0) * op.fold_stride() * (int)sizeof(T));
+            const unsigned slot = q.claim(bytes, ring_bytes, rb);
+            if (lane == 0) mbar_arrive_expect(&rb.full[slot], bytes);
+            __syncwarp();
+            // a copy per row, the lanes' in flight together
+            const unsigned rb_bytes = (unsigned)(op.fold_stride() * (int)sizeof(T));
+            for (int r = lane; r < c1 - c0; r += 32)
+                bulk_copy(ring + q.head % ring_bytes + (long)r * rb_bytes,
+                          op.fold_w() + (long)(c0 + r) * op.fold_stride(), rb_bytes, &rb.full[slot]);
+            __syncwarp();
+            q.commit(bytes);
         }
     }
 }
@@ -608,6 +658,56 @@ __device__ __forceinline__ void persist_stage_dots(const unsigned char* base, in
 }
 
 
+// x_proj folded into in_proj's phase (the host's choice, src/model/xproj_fold.rs): x_proj's
+// product x_dbl[j] = sum_e W[j, e] u[e] needs every channel e of u, so as its own op it is a phase
+// of its own (176 rows of Samba-1.3B over 264 blocks: ~4.7 us for 0.4 us of bytes). Split over
+// the channels instead, each block adds its channels' part
+//   acc[j] += sum_{e in [c0, c1)} W^T[e, j] u[e]
+// right after the conv step produced those u (uv: this block's u as stored, rounded to T), with
+// W^T's rows [c0, c1) streamed into the ring as one stage after the op's own. acc is
+// PERSIST_FOLD_COPIES copies of x_dbl's f32 sums, a row of W^T (stride floats) apart; block b adds
+// into copy b % PERSIST_FOLD_COPIES with 16-byte vector reductions, four outputs a thread (so ~16
+// blocks, not ~130, add to one address; on the H200 the step measured the same without the
+// additions, so they are not what the phase waits for). The
+// scan step adds the copies after the next barrier and rounds the sums to T as x_proj's output
+// is stored; the order of the additions changes from run to run (f32 atomics). The previous
+// Mamba layer's scan step zeroed acc (persist_scan_zero_next).
+#define PERSIST_FOLD_COPIES 8
+__device__ __forceinline__ void persist_red_add_v4(float* p, float a, float b, float c, float d) {
+    asm volatile("red.relaxed.gpu.global.add.v4.f32 [%0], {%1, %2, %3, %4};" ::"l"(p), "f"(a), "f"(b), "f"(c), "f"(d)
+                 : "memory");
+}
+template <typename T>
+__device__ void persist_fold(const PersistDense<T>& op, int nc, unsigned& stage, const unsigned char* ring,
+                             PersistRing& rb, const float* uv) {
+    const unsigned slot = stage % PERSIST_SLOTS;
+    persist_consumers_sync();  // the block's u in uv
+    mbar_wait(&rb.full[slot], (stage / PERSIST_SLOTS) & 1);
+    const T* wt = reinterpret_cast<const T*>(ring + rb.offset[slot]);
+    const int n = op.fold_n(), stride = op.fold_stride();
+    float* acc = op.fold_acc() + (long)(blockIdx.x % PERSIST_FOLD_COPIES) * stride;
+    // thread t: outputs [4 g, 4 g + 4), g = t % groups, of channels s, s + splits, ... (s = t /
+    // groups): every consumer thread takes part (176 outputs: 44 groups, 2 splits)
+    const int groups = (n + 3) / 4, splits = max(1, PERSIST_CONSUMERS / groups);
+    for (int t = threadIdx.x; t < groups * splits; t += PERSIST_CONSUMERS) {
+        const int j = 4 * (t % groups);  // (stride: whole 16 bytes, so j + 3 < stride)
+        float s0 = 0.0f, s1 = 0.0f, s2 = 0.0f, s3 = 0.0f;
+#pragma unroll 4
+        for (int c = t / groups; c < nc; c += splits) {
+            const T* w = wt + (long)c * stride + j;
+            const float x = uv[c];
+            s0 = fmaf(ld(w + 0), x, s0);
+            s1 = fmaf(ld(w + 1), x, s1);
+            s2 = fmaf(ld(w + 2), x, s2);
+            s3 = fmaf(ld(w + 3), x, s3);
+        }
+        persist_red_add_v4(acc + j, s0, s1, s2, s3);
+    }
+    persist_consumers_sync();  // every read of the stage done
+    if (threadIdx.x == 0) mbar_arrive(&rb.empty[slot]);
+    ++stage;
+}
+
 // Op k, a dense layer, on the consumer warps; `stage` counts the block's stages before it.
 template <typename T>
 __device__ void persist_consume(const PersistDense<T>& op, int k, unsigned& stage, const unsigned char* ring,
@@ -647,8 +747,11 @@ __device__ void persist_consume(const PersistDense<T>& op, int k, unsigned& stag
     PERSIST_PROF_LAP(PROF_SYNC);
     for (int i = threadIdx.x; i < u1 - u0; i += PERSIST_CONSUMERS) {
         if (i != threadIdx.x) persist_prefetch(op, u0 + i, pre);
-        persist_store(op, u0 + i, ys + i * op.nr, pre);
+        const float uv = persist_store(op, u0 + i, ys + i * op.nr, pre);
+        if (op.kind == PERSIST_GEMV_CONV) ys[i] = uv;  // (one row per unit: this thread's own sum)
     }
+    int c0, c1;
+    if (op.fold_range(u0, u1, c0, c1)) persist_fold(op, c1 - c0, stage, ring, rb, ys);
     PERSIST_PROF_LAP(PROF_EPILOGUE);
 }
 
@@ -686,8 +789,33 @@ __device__ __forceinline__ ScanStepArgs<T> persist_scan_args(const u64* a) {
                            INT(5),           PTR(6, const T*), PTR(7, const T*), PTR(8, const T*), PTR(9, const T*),
                            INT(10),          INT(11),          INT(12)};
 }
+// With x_proj folded into in_proj's phase (persist_fold), the host set a[13] = x_dbl's f32 sums
+// (PERSIST_FOLD_COPIES copies a[16] floats apart, added here after the barrier and rounded to T as
+// x_proj stores its output, in place of x_dbl), a[14] = the sums of the next folded layer and
+// a[15] = x_dbl's length: block 0 zeroes the next layer's copies here, between their last reads
+// (that layer's scan step, a step ago) and their next additions (its in_proj phase, after more
+// barriers). Their first use starts from zeroed memory.
+__device__ __forceinline__ const float* persist_scan_sums(const u64* a) { return (const float*)a[13]; }
+__device__ __forceinline__ float persist_scan_sum(const u64* a, int i) {
+    const float* sums = persist_scan_sums(a) + i;
+    const long stride = (long)a[16];
+    float v[PERSIST_FOLD_COPIES];
+#pragma unroll
+    for (int c = 0; c < PERSIST_FOLD_COPIES; ++c) v[c] = __ldcg(sums + c * stride);
+    float s = 0.0f;
+#pragma unroll
+    for (int c = 0; c < PERSIST_FOLD_COPIES; ++c) s += v[c];
+    return s;
+}
+__device__ __forceinline__ void persist_scan_zero_next(const u64* a) {
+    float* next = (float*)a[14];
+    const int n = PERSIST_FOLD_COPIES * (int)a[16];
+    if (next && blockIdx.x == 0)
+        for (int i = threadIdx.x; i < n; i += PERSIST_CONSUMERS) next[i] = 0.0f;
+}
+
 template <typename T>
-__device__ void persist_scan_step(const u64* d, int k) {
+__device__ void persist_scan_step(const u64* d, int k, T* xs, int xs_bytes) {
     const long gx = (long)d[1], n = gx * (long)d[2] * (long)d[3];
     const long stride = (long)PERSIST_HALVES * gridDim.x;
     const long v0 = (long)PERSIST_HALVES * blockIdx.x + threadIdx.x / PERSIST_VBLOCK;
@@ -696,9 +824,20 @@ __device__ void persist_scan_step(const u64* d, int k) {
     for (long v = v0; v < n; v += stride)
         scan_step_prefetch_l2(persist_scan_args<T>(d + 4), (v % gx) * PERSIST_VBLOCK + t, (int)(v / gx));
     persist_pass(k);
+    // folded x_proj: its sums as T in xs, read by the virtual blocks as x_dbl (batch 1)
+    const float* sums = persist_scan_sums(d + 4);
+    if (sums) {
+        const ScanStepArgs<T> p = persist_scan_args<T>(d + 4);
+        const int len = p.dt_rank + 2 * p.d_state;
+        if (len * (int)sizeof(T) > xs_bytes || n != gx) __trap();  // (the host checks both)
+        for (int i = threadIdx.x; i < len; i += PERSIST_CONSUMERS) st(xs + i, persist_scan_sum(d + 4, i));
+        persist_scan_zero_next(d + 4);
+        persist_consumers_sync();
+    }
 #pragma unroll 1
     for (long v = v0; v < n; v += stride) {
-        const ScanStepArgs<T> p = persist_scan_args<T>(d + 4);
+        ScanStepArgs<T> p = persist_scan_args<T>(d + 4);
+        if (sums) p.x_dbl = xs;
         ScanStepItem<T> it;  // (v is uniform over a virtual block: the shuffles)
         it.weights(p, (v % gx) * PERSIST_VBLOCK + t, (int)(v / gx));
         it.state_inputs(p);
@@ -712,11 +851,10 @@ __device__ void persist_scan_step(const u64* d, int k) {
 // consecutive lanes per channel, lane q holding h[e, 4q..4q+4) and dt_proj's row's 16-byte vectors
 // q, q + L, ...; the dot over R and the sum over n are shuffles among the L lanes. d_inner * N / 4
 // threads are one per consumer thread of the grid (Samba-1.3B: 18,432 of 33,792), so every load
-// that does not depend on x_proj (dt_proj's row, A, D, the bias, h, u, z) is issued before the
-// barrier (u and z are in_proj's outputs: the step records conv, x_proj, scan in that order,
-// fused.rs, so barrier k - 1 already ordered them before these reads) and, after it, x_dbl's row
-// (dt_low | B | C) is staged once per block in shared memory: one L2 round trip instead of one
-// per virtual block. Measured (H200, Samba-1.3B, 2026-11-29): the scan phase 8.0 -> 2.3-2.6 us,
+// that does not depend on the op before (dt_proj's row, A, D, the bias, h) is issued before the
+// barrier, and after it, u and z (in_proj's outputs: with x_proj folded into in_proj's phase, the
+// op right before) with x_dbl's row (dt_low | B | C), staged once per block in shared memory: one
+// L2 round trip instead of one per virtual block. Measured (H200, Samba-1.3B, 2026-11-29): the scan phase 8.0 -> 2.3-2.6 us,
 // the step 1.264 -> 1.191 ms.
 #ifndef PERSIST_SCAN_WIDE
 #define PERSIST_SCAN_WIDE 1
@@ -740,7 +878,7 @@ struct ScanStepWide {
                (row / 16 + L - 1) / L <= SCAN_WIDE_VECS && gemv_aligned(p.dt_w) && gemv_aligned(p.h) &&
                (p.dt_rank + 2 * p.d_state) * 4 <= xd_bytes && (long)p.d_inner * L <= (long)gridDim.x * PERSIST_CONSUMERS;
     }
-    // Thread t of d_inner * L: everything that does not depend on x_proj's output.
+    // Thread t of d_inner * L: everything that does not depend on the ops before.
     __device__ void load(const ScanStepArgs<T>& p, long t) {
         const int N = p.d_state, L = N / 4, nvec = p.dt_rank * (int)sizeof(T) / 16;
         e = (int)(t / L), q = (int)(t % L);
@@ -761,6 +899,11 @@ struct ScanStepWide {
             for (int j = 0; j < 4; ++j) a[j] = -expf(ld(p.a_log + (long)e * N + 4 * q + j));
             dsk = ld(p.d_skip + e);
             bias = ld(p.dt_b + e);
+        }
+    }
+    // After the barrier: in_proj's outputs.
+    __device__ void load_token(const ScanStepArgs<T>& p) {
+        if (active) {
             uu = ld(p.u + e);
             zz = ld(p.z + e);
         }
@@ -810,7 +953,11 @@ __device__ bool persist_scan_wide(const u64* d, int k, float* xd, int xd_bytes) 
     ScanStepWide<T> it;
     it.load(p, (long)blockIdx.x * PERSIST_CONSUMERS + threadIdx.x);
     persist_pass(k);
-    for (int i = threadIdx.x; i < p.dt_rank + 2 * p.d_state; i += PERSIST_CONSUMERS) xd[i] = ld(p.x_dbl + i);
+    it.load_token(p);
+    const float* sums = persist_scan_sums(d + 4);
+    for (int i = threadIdx.x; i < p.dt_rank + 2 * p.d_state; i += PERSIST_CONSUMERS)
+        xd[i] = sums ? stored<T>(persist_scan_sum(d + 4, i)) : ld(p.x_dbl + i);
+    persist_scan_zero_next(d + 4);
     persist_consumers_sync();
     it.finish(p, xd);
     return true;
@@ -877,7 +1024,7 @@ __device__ void decode_persistent(const u64* ops, int n_ops, u64* count, u64 bas
 #if PERSIST_SCAN_WIDE
             if (!persist_scan_wide<T>(d, k, reinterpret_cast<float*>(xs), xs_bytes))
 #endif
-                persist_scan_step<T>(d, k);
+                persist_scan_step<T>(d, k, xs, xs_bytes);
             PERSIST_PROF_LAP(PROF_OTHER);
             continue;
         }

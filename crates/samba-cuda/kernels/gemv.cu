@@ -531,10 +531,11 @@ struct GemvConv {
         }
         pre.bias = ld(conv_b + o);
     }
-    __device__ void store(int o, int r, const float (&y)[1], const Pre& pre) const {
+    // Returns u's value as stored (rounded to T), or 0 for a z row.
+    __device__ float store(int o, int r, const float (&y)[1], const Pre& pre) const {
         if (o >= d_inner) {
             st(xz + (long)r * 2 * d_inner + o, y[0]);
-            return;
+            return 0.0f;
         }
         const int hist_len = d_conv - 1;
         const float xv = stored<T>(y[0]);
@@ -544,12 +545,14 @@ struct GemvConv {
             if (k < hist_len) p += pre.w[k] * pre.hist[k < GEMV_CONV_MAX_K - 1 ? k : 0];
             else if (k == hist_len) p += pre.w[k] * xv;
         }
-        st(u + (long)r * d_inner + o, silu(p));
+        const float uv = stored<T>(silu(p));
+        st(u + (long)r * d_inner + o, uv);
         T* s = state + (long)r * hist_len * d_inner + o;
 #pragma unroll
         for (int k = 0; k + 1 < GEMV_CONV_MAX_K; ++k)
             if (k + 1 < hist_len) st(s + (long)k * d_inner, pre.hist[k + 1 < GEMV_CONV_MAX_K - 1 ? k + 1 : 0]);
         if (hist_len > 0) st(s + (long)(hist_len - 1) * d_inner, xv);
+        return uv;
     }
 };
 

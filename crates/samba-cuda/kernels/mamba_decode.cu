@@ -29,8 +29,8 @@ struct ScanStepArgs {
 
 // One thread's (b, e, n), its loads in three groups by what they wait for, then the step:
 //   weights       dt_w's row, A, D, the bias: nothing (before the wait)
-//   state_inputs  h, u, z: the scan state and in_proj's outputs (after the wait for x_proj, or
-//                 in the persistent step after the barrier before x_proj)
+//   state_inputs  h, u, z: the scan state and in_proj's outputs (after the wait: in_proj may
+//                 be the op right before, as in the persistent step with x_proj folded into it)
 //   token_inputs  x_dbl: x_proj's output (after the wait)
 // Every load of a group is issued before the first is used.
 template <typename T>

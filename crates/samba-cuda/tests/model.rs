@@ -20,7 +20,7 @@ use samba_cuda::ops::attention::AttentionKernel;
 use samba_cuda::{CudaDecodeState, CudaDevice, CudaModel, DecodeKernels, Elem, LogitRows};
 use samba_model::init::init_params;
 use samba_model::preset::{preset, preset_with_layout};
-use samba_model::{Config, Layout, ParamLayout};
+use samba_model::{Config, Layout, ParamLayout, Sublayer};
 
 mod common;
 use common::*;
@@ -192,8 +192,24 @@ fn decode_case<T: Elem>(
             acts.persistent_error().unwrap_or("none")
         );
     }
+    // x_proj runs folded into in_proj's phase in every Mamba layer when there are two or more
+    // (each layer's sums are zeroed by another's scan step), unless switched off
+    if acts.persistent_active() && std::env::var("SAMBA_PERSIST_FOLD").map_or(true, |v| v != "0") {
+        let mamba = (0..config.n_layer)
+            .filter(|&i| config.layout.sublayers(i).contains(&Sublayer::Mamba))
+            .count();
+        let want = if mamba >= 2 { mamba } else { 0 };
+        assert_eq!(
+            acts.persistent_folded_layers(),
+            want,
+            "{name}: layers with x_proj folded"
+        );
+    }
     let graph = if acts.persistent_active() {
-        "persistent kernel".to_string()
+        format!(
+            "persistent kernel, x_proj folded in {} layers",
+            acts.persistent_folded_layers()
+        )
     } else if acts.graph_captured() {
         "graph".to_string()
     } else {

@@ -27,6 +27,7 @@ mod mlp;
 mod persistent;
 mod plan;
 mod state;
+mod xproj_fold;
 
 pub use decode::DecodeKernels;
 pub use plan::{activation_bytes, CudaActivations, LogitRows};

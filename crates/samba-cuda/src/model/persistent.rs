@@ -14,6 +14,8 @@
 //! blocks and dense layers of one row (batch 1); a step with any other kernel (a sublayer the
 //! fused kernels do not cover) leaves a non-empty capture. Either way the decoding step falls back
 //! to a CUDA graph of the fused kernels.
+//! Where the step allows it, Mamba's x_proj is taken out of the table and folded into in_proj's
+//! phase (xproj_fold.rs): one phase less per Mamba layer.
 //! Like a captured graph, the table holds the addresses of the activations, the state and the
 //! weights, so it serves every later step of the same (activations, state) pair.
 
@@ -22,6 +24,7 @@ use cudarc::driver::{sys, CudaFunction, DevicePtr, LaunchConfig};
 
 use super::plan::CudaActivations;
 use super::state::CudaDecodeState;
+use super::xproj_fold::{fold_sites, transposed_stride, XProjFold};
 use super::CudaModel;
 use crate::compile::{ATTENTION_DECODE, DECODE_PERSISTENT};
 use crate::error::{driver, CudaError, Result};
@@ -238,6 +241,10 @@ pub(crate) struct PersistentStep {
     layout: SharedLayout,
     pub state_id: u64,
     pub rope_generation: u64,
+    /// Mamba layers whose x_proj runs folded into in_proj's phase (xproj_fold.rs).
+    pub folded_layers: usize,
+    /// The buffers the folded x_proj's table words point into, kept alive.
+    _fold: Option<Box<dyn std::any::Any + Send + Sync>>,
 }
 
 impl PersistentStep {
@@ -278,11 +285,21 @@ impl PersistentStep {
             }
         }
 
-        let mut table = Vec::with_capacity(recording.launches.len() * OP_WORDS);
+        let launches = recording.launches;
+        let fold = x_proj_fold(model, &launches, blocks)?;
+        let folded = |i: usize| {
+            fold.as_ref()
+                .is_some_and(|f| f.sites().iter().any(|s| s.x_proj == i))
+        };
+        let mut table = Vec::with_capacity(launches.len() * OP_WORDS);
+        let mut row_of = vec![usize::MAX; launches.len()];
         let mut segments = Vec::new();
         let mut shapes = Vec::new();
         let mut n_ops = 0;
-        for l in recording.launches {
+        for (i, l) in launches.into_iter().enumerate() {
+            if folded(i) {
+                continue;
+            }
             if l.what == OWN_KERNEL && !attention_inside {
                 let function = dev.function(&ATTENTION_DECODE, &entry::<T>(OWN_KERNEL), 0)?;
                 segments.push(Segment::Kernel {
@@ -307,11 +324,25 @@ impl PersistentStep {
             let row = op_words(&l)?;
             shapes.extend(OpKind::of(l.what).and_then(|k| DenseShape::of(k, &row[4..])));
             table.extend(row);
+            row_of[i] = n_ops;
             push_op(&mut segments, n_ops);
             n_ops += 1;
         }
         if n_ops == 0 {
             return Err(unsupported("the step recorded no launch".into()));
+        }
+        if let Some(fold) = &fold {
+            for (launch, arg, value) in fold.words() {
+                table[row_of[launch] * OP_WORDS + 4 + arg] = value;
+            }
+            // the ring holds a block's rows of x_proj^T as one stage; the scan step's fallback
+            // stages x_dbl's row as T where the input row goes
+            let site = fold.sites()[0];
+            shapes.push(DenseShape {
+                input: fold.stride(),
+                units: 2 * site.d_inner,
+                rows_per_unit: 1,
+            });
         }
         let launch_ops = segments
             .iter()
@@ -333,6 +364,8 @@ impl PersistentStep {
             layout,
             state_id: state.id,
             rope_generation: state.rope_generation,
+            folded_layers: fold.as_ref().map_or(0, |f| f.sites().len()),
+            _fold: fold.map(|f| Box::new(f) as Box<dyn std::any::Any + Send + Sync>),
         })
     }
 
@@ -394,6 +427,27 @@ impl PersistentStep {
         }
         Ok(())
     }
+}
+
+/// x_proj folded into in_proj's phase (xproj_fold.rs), where the recorded step allows it, unless
+/// SAMBA_PERSIST_FOLD=0: the layers whose block share of x_proj^T's rows fits one stage.
+fn x_proj_fold<T: Elem>(
+    model: &CudaModel<T>,
+    launches: &[RecordedLaunch],
+    blocks: usize,
+) -> Result<Option<XProjFold<T>>> {
+    if std::env::var("SAMBA_PERSIST_FOLD").is_ok_and(|v| v == "0") {
+        return Ok(None);
+    }
+    let elem = size_of::<T>();
+    let sites = fold_sites(launches)
+        .into_iter()
+        .filter(|s| {
+            let per_block = (2 * s.d_inner).div_ceil(blocks);
+            per_block * transposed_stride(s.n_out, elem) * elem <= STAGE_BYTES
+        })
+        .collect();
+    XProjFold::build(model, sites)
 }
 
 /// The persistent kernel, the dynamic shared memory each block gets (the SM's shared memory split
@@ -718,6 +772,10 @@ mod tests {
         }
         assert_eq!(define("PERSIST_MAX_ARGS") as usize, MAX_ARGS);
         assert_eq!(define("PERSIST_STAGE_BYTES") as usize, STAGE_BYTES);
+        assert_eq!(
+            define("PERSIST_FOLD_COPIES") as usize,
+            super::super::xproj_fold::FOLD_COPIES
+        );
         assert_eq!(define("PERSIST_CONSUMERS") as u32 % VBLOCK, 0);
         assert_eq!(define("PERSIST_VBLOCK") as u32, VBLOCK);
         assert!(define("PERSIST_MIN_BLOCKS") as usize <= BLOCKS_PER_SM);

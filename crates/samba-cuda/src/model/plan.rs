@@ -170,6 +170,12 @@ impl<T: Elem> CudaActivations<T> {
         self.persistent.is_some()
     }
 
+    /// The Mamba layers whose x_proj the last persistent step folded into in_proj's phase (0
+    /// without a persistent step).
+    pub fn persistent_folded_layers(&self) -> usize {
+        self.persistent.as_ref().map_or(0, |p| p.folded_layers)
+    }
+
     /// Why recording the persistent step failed, if it did.
     pub fn persistent_error(&self) -> Option<&str> {
         self.persistent_error.as_deref()
