@@ -32,7 +32,8 @@
 // position advance) run as virtual blocks of their recorded grid on the consumer warps, with the
 // same bodies as their own kernels (g.threads() = 128, g.thread(), g.sync()). The decoding
 // attention runs as its own kernel between two launches, or, in the _attention entries, as
-// virtual blocks here too (opt-in: its registers make the dense phases spill).
+// virtual blocks here too (opt-in: its registers make the dense phases spill), or in the _ring
+// entries as a phase with its keys streamed through the ring (opt-in; RingAttention below).
 //
 // Measured on the H200 (docs/gpu.md, "Weights streamed through shared memory"): the producer's
 // copies run near the bandwidth floor while it issues; what is left is the phases' dependent
@@ -92,6 +93,7 @@
 #define PERSIST_SCAN_STEP 6
 #define PERSIST_ATTENTION 7
 #define PERSIST_POSITIONS 8
+#define PERSIST_RING_ATTENTION 9  // the decoding attention through the ring (opt-in; see below)
 
 typedef unsigned long long u64;
 
@@ -433,13 +435,119 @@ struct PersistStream {
     }
 };
 
+// ---- the decoding attention through the ring (kind PERSIST_RING_ATTENTION; opt-in,
+// SAMBA_PERSIST_ATTENTION=ring, src/model/persistent.rs; correct on the H200 but its phase takes
+// ~19 us at 1K context, not yet faster than the kernel of its own: docs/gpu.md)
+//
+// The decoding attention as a kernel of its own costs the step a launch boundary per attention
+// layer (~22 us each on Samba-1.3B: the kernel, the persistent kernel's tail and relaunch). As a
+// phase of the persistent kernel, with attention_decode_fwd's arguments (the host sets n_split =
+// B, the blocks per kv group, and a partials buffer for them):
+//   block b < kv_heads B takes kv group g = b / B and the c = b % B-th of B equal ranges of the
+//   keys query position p sees (first..=p, first = max(0, p - window + 1) with a window), every
+//   query head of the group at once;
+//   its producer copies the range's cached keys and values (rows of k_cache, v_cache at ring
+//   slot j % cap) into the ring, a stage of up to keys_per_stage() keys at a time: [K rows | V
+//   rows]. They do not depend on the token, so they stream before the barrier like weights;
+//   its consumers, after the barrier, stage q (scaled by 1 / sqrt(hd)), and per stage update
+//   the online softmax of each query head i over the stage's keys r:
+//     s_ir = q_i . k_r,  m' = max(m, max_r s_ir),  p_ir = exp(s_ir - m'),
+//     l = l exp(m - m') + sum_r p_ir,  acc_i = acc_i exp(m - m') + sum_r p_ir v_r;
+//   the block that holds key p takes it from qkv (this token's, roped) after its stages;
+//   each block writes (acc_i, m_i, l_i) to part [heads, B, hd + 2]; the group's last block to
+//   finish (counted in done[g], which it sets back to 0) merges the B ranges of each head as
+//   attention_decode_merge does, stores the output (T) and this token's key and value into ring
+//   slot p % cap: after every block of the group has read its stages.
+// Scratch (f32, in the input row's shared memory): q [qpg hd], acc [qpg hd], s [qpg kps],
+// m, l, alpha [qpg], then the merge's weights and l's [B] (ring_att_scratch_floats; the host
+// sizes the input row's memory for it).
+#define RING_ATT_MAX_KEYS 64        // keys per stage at most
+#define RING_ATT_STAGE_BYTES 16384  // a stage's K and V rows at most (the host sizes the scratch)
+
+// Query position p (batch 1), read once per launch before the block's consumers start: so before
+// any block can pass the barrier of the launch's position advance (block 0 runs it after every
+// block arrived), whatever the producer's pace.
+__shared__ int ring_att_pos;
+
+__host__ __device__ inline int ring_att_scratch_floats(int qpg, int hd, int kps, int splits) {
+    return 2 * qpg * hd + qpg * kps + 3 * qpg + 2 * splits;
+}
+
 template <typename T>
+struct RingAttention {
+    const u64* a;  // attention_decode_fwd's arguments
+    __device__ T* out() const { return (T*)a[0]; }
+    __device__ float* part() const { return (float*)a[1]; }
+    __device__ unsigned* done() const { return (unsigned*)a[2]; }
+    __device__ const T* qkv() const { return (const T*)a[3]; }
+    __device__ T* k_cache() const { return (T*)a[4]; }
+    __device__ T* v_cache() const { return (T*)a[5]; }
+    __device__ const int* pos() const { return (const int*)a[6]; }  // batch 1 (the host checks)
+    __device__ int heads() const { return (int)a[7]; }
+    __device__ int kv_heads() const { return (int)a[8]; }
+    __device__ int hd() const { return (int)a[9]; }
+    __device__ int cap() const { return (int)a[10]; }
+    __device__ int window() const { return (int)a[11]; }
+    __device__ int splits() const { return (int)a[12]; }  // B
+    __device__ int qpg() const { return heads() / kv_heads(); }
+    __device__ int row_bytes() const { return hd() * (int)sizeof(T); }
+    __device__ int keys_per_stage() const {
+        return max(1, min(RING_ATT_MAX_KEYS, RING_ATT_STAGE_BYTES / (2 * row_bytes())));
+    }
+    // This block's share at position p: kv group g, cached keys [j0, j1), and whether it takes
+    // key p (qkv's) too; false for a block past kv_heads B.
+    __device__ bool share(int p, int& g, int& j0, int& j1, bool& own) const {
+        const int B = splits();
+        if ((int)blockIdx.x >= kv_heads() * B) return false;
+        g = (int)blockIdx.x / B;
+        const int c = (int)blockIdx.x % B;
+        const int first = window() > 0 ? max(0, p - window() + 1) : 0;
+        const int per = (p - first + 1 + B - 1) / B;
+        j0 = first + c * per;
+        const int end = min(p + 1, j0 + per);
+        own = j0 <= p && p < end;
+        j1 = max(j0, min(end, p));
+        return true;
+    }
+    __device__ int stages(int j0, int j1) const { return (j1 - j0 + keys_per_stage() - 1) / keys_per_stage(); }
+    // Cached key j's row of kv group g (batch 1).
+    __device__ long slot(int j, int g) const { return ((long)(j % cap()) * kv_heads() + g) * hd(); }
+};
+
+// The producer's part: the block's cached keys and values, stage by stage.
+template <typename T>
+__device__ void persist_produce_attention(const RingAttention<T>& at, PersistStream& q, unsigned char* ring,
+                                          unsigned ring_bytes, PersistRing& rb) {
+    const int lane = threadIdx.x & 31;
+    int g, j0, j1;
+    bool own;  // (key p is the consumers')
+    if (!at.share(ring_att_pos, g, j0, j1, own)) return;
+    const int kps = at.keys_per_stage(), rbytes = at.row_bytes();
+    for (int s0 = j0; s0 < j1; s0 += kps) {
+        const int nk = min(kps, j1 - s0);
+        const unsigned bytes = (unsigned)(2 * nk * rbytes);
+        const unsigned slot = q.claim(bytes, ring_bytes, rb);
+        unsigned char* dst = ring + q.head % ring_bytes;
+        if (lane == 0) mbar_arrive_expect(&rb.full[slot], bytes);
+        __syncwarp();
+        for (int r = lane; r < 2 * nk; r += 32) {
+            const T* src = (r < nk ? at.k_cache() : at.v_cache()) + at.slot(s0 + r % nk, g);
+            bulk_copy(dst + (long)r * rbytes, src, (unsigned)rbytes, &rb.full[slot]);
+        }
+        __syncwarp();
+        q.commit(bytes);
+    }
+}
+
+template <typename T, bool RING>
 __device__ void persist_produce(const u64* ops, int n_ops, unsigned char* ring, unsigned ring_bytes, PersistRing& rb) {
     const int lane = threadIdx.x & 31;
     PersistStream q{0, 0, 0, 0};
     for (int k = 0; k < n_ops; ++k) {
         const u64* d = ops + (long)k * PERSIST_OP_WORDS;
         const int kind = (int)d[0];
+        if constexpr (RING)
+            if (kind == PERSIST_RING_ATTENTION) persist_produce_attention<T>(RingAttention<T>{d + 4}, q, ring, ring_bytes, rb);
         if (!PersistDense<T>::is_dense(kind)) continue;
         const PersistDense<T> op(kind, d + 4);
         int u0, u1, per;
@@ -755,6 +863,138 @@ __device__ void persist_consume(const PersistDense<T>& op, int k, unsigned& stag
     PERSIST_PROF_LAP(PROF_EPILOGUE);
 }
 
+// The consumers' part of the ring attention: the online softmax over nk keys (K, V: rows of hd,
+// in the ring or in qkv), every query head of the group; ends with the consumers' barrier.
+template <typename T>
+__device__ void ring_att_keys(float* sc, const T* K, const T* V, int nk, int qpg, int hd, int kps) {
+    float *q = sc, *acc = q + qpg * hd, *s = acc + qpg * hd, *m = s + qpg * kps, *l = m + qpg, *al = l + qpg;
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    // s_ir = q_i . k_r: a warp per (i, r), its lanes over the head's dimensions
+    for (int pr = warp; pr < qpg * nk; pr += PERSIST_CONSUMER_WARPS) {
+        const int i = pr / nk, r = pr % nk;
+        float dot = 0.0f;
+        for (int d = lane; d < hd; d += 32) dot = fmaf(q[i * hd + d], ld(K + (long)r * hd + d), dot);
+        dot = warp_sum(dot);
+        if (lane == 0) s[i * kps + r] = dot;
+    }
+    persist_consumers_sync();
+    // per head (a warp each): the new maximum, p_ir in place of s_ir, alpha and l
+    for (int i = warp; i < qpg; i += PERSIST_CONSUMER_WARPS) {
+        float mx = -INFINITY;
+        for (int r = lane; r < nk; r += 32) mx = fmaxf(mx, s[i * kps + r]);
+        const float mn = fmaxf(m[i], warp_max(mx));
+        float sum = 0.0f;
+        for (int r = lane; r < nk; r += 32) {
+            const float pj = expf(s[i * kps + r] - mn);
+            s[i * kps + r] = pj;
+            sum += pj;
+        }
+        sum = warp_sum(sum);
+        if (lane == 0) {
+            const float alpha = expf(m[i] - mn);  // 0 before the first key (m = -inf)
+            al[i] = alpha;
+            l[i] = l[i] * alpha + sum;
+            m[i] = mn;
+        }
+    }
+    persist_consumers_sync();
+    // acc_i = acc_i alpha_i + sum_r p_ir v_r: a thread per (i, d)
+    for (int t = threadIdx.x; t < qpg * hd; t += PERSIST_CONSUMERS) {
+        const int i = t / hd, d = t % hd;
+        float a = acc[t] * al[i];
+        for (int r = 0; r < nk; ++r) a = fmaf(s[i * kps + r], ld(V + (long)r * hd + d), a);
+        acc[t] = a;
+    }
+    persist_consumers_sync();
+}
+
+// Op k, the ring attention, on the consumer warps (see persist_produce_attention); sc: the input
+// row's shared memory (sc_bytes), scratch: 32 floats for the reductions.
+template <typename T>
+__device__ void persist_ring_attention(const RingAttention<T>& at, int k, unsigned& stage, const unsigned char* ring,
+                                       PersistRing& rb, float* sc, int sc_bytes, float* scratch) {
+    persist_pass(k);
+    const int p = ring_att_pos;
+    int g, j0, j1;
+    bool own;
+    if (!at.share(p, g, j0, j1, own)) return;
+    const int qpg = at.qpg(), hd = at.hd(), kps = at.keys_per_stage(), B = at.splits();
+    if (ring_att_scratch_floats(qpg, hd, kps, B) * 4 > sc_bytes) __trap();  // (the host sizes it)
+    float *q = sc, *acc = q + qpg * hd, *m = acc + qpg * hd + qpg * kps, *l = m + qpg;
+    float *w = l + 2 * qpg, *ls = w + B;  // the merge's
+    const T* grp = at.qkv() + (long)g * (qpg + 2) * hd;  // [q heads of g | k_g | v_g]
+    const float scale = 1.0f / sqrtf((float)hd);
+    for (int t = threadIdx.x; t < qpg * hd; t += PERSIST_CONSUMERS) {
+        q[t] = ld(grp + t) * scale;
+        acc[t] = 0.0f;
+    }
+    for (int i = threadIdx.x; i < qpg; i += PERSIST_CONSUMERS) {
+        m[i] = -INFINITY;
+        l[i] = 0.0f;
+    }
+    persist_consumers_sync();
+    const int n = at.stages(j0, j1);
+    for (int i = 0; i < n; ++i) {
+        const unsigned idx = stage + i, slot = idx % PERSIST_SLOTS;
+        mbar_wait(&rb.full[slot], (idx / PERSIST_SLOTS) & 1);
+        const int nk = min(kps, j1 - (j0 + i * kps));
+        const T* K = reinterpret_cast<const T*>(ring + rb.offset[slot]);
+        ring_att_keys(sc, K, K + (long)nk * hd, nk, qpg, hd, kps);
+        if (threadIdx.x == 0) mbar_arrive(&rb.empty[slot]);
+    }
+    stage += n;
+    if (own) ring_att_keys(sc, grp + qpg * hd, grp + (qpg + 1) * hd, 1, qpg, hd, kps);
+
+    // this range's partial softmax of each head, then count the block done
+    const int c = (int)blockIdx.x % B;
+    float* part = at.part();
+    for (int t = threadIdx.x; t < qpg * (hd + 2); t += PERSIST_CONSUMERS) {
+        const int i = t / (hd + 2), d = t % (hd + 2);
+        part[((long)(g * qpg + i) * B + c) * (hd + 2) + d] = d < hd ? acc[i * hd + d] : d == hd ? m[i] : l[i];
+    }
+    __shared__ int ring_att_last;
+    __threadfence();
+    persist_consumers_sync();
+    if (threadIdx.x == 0) ring_att_last = atomicAdd(at.done() + g, 1u) == (unsigned)(B - 1);
+    persist_consumers_sync();
+    if (!ring_att_last) return;
+    __threadfence();
+    // the group's last block: merge each head's B ranges, store the output and this token's k, v
+    for (int i = 0; i < qpg; ++i) {
+        const float* src = part + (long)(g * qpg + i) * B * (hd + 2);
+        float big = -INFINITY;
+        for (int r = threadIdx.x; r < B; r += PERSIST_CONSUMERS) {
+            w[r] = __ldcg(src + (long)r * (hd + 2) + hd);
+            ls[r] = __ldcg(src + (long)r * (hd + 2) + hd + 1);
+            big = fmaxf(big, w[r]);
+        }
+        big = group_max(PersistConsumers{}, big, scratch);  // (its barriers publish w and ls)
+        float lsum = 0.0f;
+        for (int r = threadIdx.x; r < B; r += PERSIST_CONSUMERS) {
+            const float wt = w[r] == -INFINITY ? 0.0f : expf(w[r] - big);
+            w[r] = wt;
+            lsum += wt * ls[r];
+        }
+        const float inv_l = 1.0f / group_sum(PersistConsumers{}, lsum, scratch);  // (and the weights)
+        T* o = at.out() + (long)(g * qpg + i) * hd;
+        for (int d = threadIdx.x; d < hd; d += PERSIST_CONSUMERS) {
+            float a = 0.0f;
+            for (int r = 0; r < B; ++r)
+                if (w[r] != 0.0f) a += __ldcg(src + (long)r * (hd + 2) + d) * w[r];
+            st(o + d, a * inv_l);
+        }
+        persist_consumers_sync();  // w and ls serve the next head
+    }
+    if (at.cap() > 0) {
+        const long sl = at.slot(p, g);
+        for (int d = threadIdx.x; d < hd; d += PERSIST_CONSUMERS) {
+            at.k_cache()[sl + d] = grp[qpg * hd + d];
+            at.v_cache()[sl + d] = grp[(qpg + 1) * hd + d];
+        }
+    }
+    if (threadIdx.x == 0) at.done()[g] = 0u;
+}
+
 // One virtual block of each other op kind: the kernel's arguments from the table, in its entry's
 // order.
 #define PTR(i, type) ((type)a[i])
@@ -967,7 +1207,7 @@ __device__ bool persist_scan_wide(const u64* d, int k, float* xd, int xd_bytes) 
 
 // Dynamic shared memory: xs [xs_bytes] (the input row), ys [ys_floats] (a block's sums of one op),
 // the ring [ring_bytes], then the table [n_ops][PERSIST_OP_WORDS]; every part 16-byte aligned.
-template <typename T, bool ATTENTION>
+template <typename T, bool ATTENTION, bool RING>
 __device__ void decode_persistent(const u64* ops, int n_ops, u64* count, u64 base, int poll_ns, int xs_bytes,
                                   int ys_floats, int ring_bytes) {
     extern __shared__ __align__(16) unsigned char persist_smem[];
@@ -980,6 +1220,7 @@ __device__ void decode_persistent(const u64* ops, int n_ops, u64* count, u64 bas
     // round trip to L2 at the start of each op (on the critical path between two barriers).
     u64* table = reinterpret_cast<u64*>(ring + ring_bytes);
     for (int i = threadIdx.x; i < n_ops * PERSIST_OP_WORDS; i += blockDim.x) table[i] = ops[i];
+    const u64* ops_in = ops;
     ops = table;
     if (threadIdx.x == 0) {
         persist_sync.count = count;
@@ -1003,9 +1244,15 @@ __device__ void decode_persistent(const u64* ops, int n_ops, u64* count, u64 bas
         if (blockIdx.x == 0) tl_launch = atomicAdd(&persist_tl_launches, 1u);
     }
 #endif
+    if constexpr (RING) {
+        // every ring attention op reads the same position array: any one sets ring_att_pos
+        for (int k = threadIdx.x; k < n_ops; k += blockDim.x)
+            if ((int)ops_in[(long)k * PERSIST_OP_WORDS] == PERSIST_RING_ATTENTION)
+                ring_att_pos = *RingAttention<T>{ops_in + (long)k * PERSIST_OP_WORDS + 4}.pos();
+    }
     __syncthreads();
     if (threadIdx.x >= PERSIST_CONSUMERS) {
-        persist_produce<T>(ops, n_ops, ring, (unsigned)ring_bytes, rb);
+        persist_produce<T, RING>(ops, n_ops, ring, (unsigned)ring_bytes, rb);
 #ifdef PERSIST_PROFILE
         asm volatile("bar.sync 15, %0;" ::"n"(PERSIST_THREADS) : "memory");
 #endif
@@ -1018,6 +1265,15 @@ __device__ void decode_persistent(const u64* ops, int n_ops, u64* count, u64 bas
         if (PersistDense<T>::is_dense(kind)) {
             persist_consume<T>(PersistDense<T>(kind, d + 4), k, stage, ring, rb, xs, ys, scratch);
             continue;
+        }
+        if constexpr (RING) {
+            if (kind == PERSIST_RING_ATTENTION) {
+                PERSIST_PROF_START;
+                persist_ring_attention<T>(RingAttention<T>{d + 4}, k, stage, ring, rb, reinterpret_cast<float*>(xs),
+                                          xs_bytes, scratch);
+                PERSIST_PROF_LAP(PROF_OTHER);
+                continue;
+            }
         }
         if (kind == PERSIST_SCAN_STEP) {
             PERSIST_PROF_START;
@@ -1095,13 +1351,15 @@ __device__ void decode_persistent(const u64* ops, int n_ops, u64* count, u64 bas
 #define PERSIST_ARGS \
     const u64 *ops, int n_ops, u64 *count, u64 base, int poll_ns, int xs_bytes, int ys_floats, int ring_bytes
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-#define PERSIST_RUN(T, attention) \
-    decode_persistent<T, attention>(ops, n_ops, count, base, poll_ns, xs_bytes, ys_floats, ring_bytes)
+#define PERSIST_RUN(T, attention, ring) \
+    decode_persistent<T, attention, ring>(ops, n_ops, count, base, poll_ns, xs_bytes, ys_floats, ring_bytes)
 #else
-#define PERSIST_RUN(T, attention) __trap()
+#define PERSIST_RUN(T, attention, ring) __trap()
 #endif
 #define PERSIST_LAUNCH __launch_bounds__(PERSIST_THREADS, PERSIST_MIN_BLOCKS)
-extern "C" __global__ void PERSIST_LAUNCH decode_persistent_f32(PERSIST_ARGS) { PERSIST_RUN(float, false); }
-extern "C" __global__ void PERSIST_LAUNCH decode_persistent_bf16(PERSIST_ARGS) { PERSIST_RUN(bf16_t, false); }
-extern "C" __global__ void PERSIST_LAUNCH decode_persistent_attention_f32(PERSIST_ARGS) { PERSIST_RUN(float, true); }
-extern "C" __global__ void PERSIST_LAUNCH decode_persistent_attention_bf16(PERSIST_ARGS) { PERSIST_RUN(bf16_t, true); }
+extern "C" __global__ void PERSIST_LAUNCH decode_persistent_f32(PERSIST_ARGS) { PERSIST_RUN(float, false, false); }
+extern "C" __global__ void PERSIST_LAUNCH decode_persistent_bf16(PERSIST_ARGS) { PERSIST_RUN(bf16_t, false, false); }
+extern "C" __global__ void PERSIST_LAUNCH decode_persistent_attention_f32(PERSIST_ARGS) { PERSIST_RUN(float, true, false); }
+extern "C" __global__ void PERSIST_LAUNCH decode_persistent_attention_bf16(PERSIST_ARGS) { PERSIST_RUN(bf16_t, true, false); }
+extern "C" __global__ void PERSIST_LAUNCH decode_persistent_ring_f32(PERSIST_ARGS) { PERSIST_RUN(float, false, true); }
+extern "C" __global__ void PERSIST_LAUNCH decode_persistent_ring_bf16(PERSIST_ARGS) { PERSIST_RUN(bf16_t, false, true); }

@@ -192,7 +192,9 @@ pub const DECODE_PERSISTENT: KernelFile = kernel_file!(
         "decode_persistent_f32",
         "decode_persistent_bf16",
         "decode_persistent_attention_f32",
-        "decode_persistent_attention_bf16"
+        "decode_persistent_attention_bf16",
+        "decode_persistent_ring_f32",
+        "decode_persistent_ring_bf16"
     ]
 );
 

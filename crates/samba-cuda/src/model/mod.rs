@@ -26,6 +26,7 @@ mod mamba;
 mod mlp;
 mod persistent;
 mod plan;
+mod ring_attention;
 mod state;
 mod xproj_fold;
 

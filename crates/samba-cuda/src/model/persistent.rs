@@ -6,7 +6,8 @@
 //! at the barriers and compute. So the DRAM keeps streaming while the phases' dependent work (the
 //! barrier, the input row, the epilogue) runs. The decoding attention runs as its own kernel
 //! between two persistent launches, so Samba-1.3B's step is 10 persistent launches and 9
-//! attention kernels instead of 102 kernels.
+//! attention kernels instead of 102 kernels (SAMBA_PERSIST_ATTENTION=ring makes it a phase too:
+//! ring_attention.rs).
 //!
 //! The table of phases is recorded, not written by hand: the fused step (fused.rs) runs once with
 //! the device recording its launches (ops/pdl.rs) inside a stream capture, so nothing runs. Every
@@ -23,6 +24,7 @@ use cudarc::driver::sys::{CUgraphInstantiate_flags, CUstreamCaptureMode};
 use cudarc::driver::{sys, CudaFunction, DevicePtr, LaunchConfig};
 
 use super::plan::CudaActivations;
+use super::ring_attention::RingShape;
 use super::state::CudaDecodeState;
 use super::xproj_fold::{fold_sites, transposed_stride, XProjFold};
 use super::CudaModel;
@@ -63,6 +65,9 @@ enum OpKind {
     ScanStep = 6,
     Attention = 7,
     Positions = 8,
+    /// The decoding attention as a ring phase (ring_attention.rs): attention_decode_fwd's
+    /// arguments, recorded as Attention and converted.
+    RingAttention = 9,
 }
 
 impl OpKind {
@@ -90,6 +95,7 @@ impl OpKind {
             OpKind::ScanStep => 13,
             OpKind::Attention => 13,
             OpKind::Positions => 3,
+            OpKind::RingAttention => 13,
         }
     }
 }
@@ -223,8 +229,32 @@ fn push_op(segments: &mut Vec<Segment>, index: usize) {
 
 /// The op that runs as a kernel of its own between persistent launches, unless
 /// SAMBA_PERSIST_ATTENTION=1 and the persistent kernel runs one virtual block at a time (the
-/// attention's shared arrays serve one).
+/// attention's shared arrays serve one), or SAMBA_PERSIST_ATTENTION=ring and it runs as a phase
+/// with its keys streamed through the ring (ring_attention.rs).
 const OWN_KERNEL: &str = "attention_decode_fwd";
+
+/// Where the decoding attention runs (SAMBA_PERSIST_ATTENTION).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum AttentionPlace {
+    /// A kernel of its own between two persistent launches (the default).
+    OwnKernel,
+    /// `1`: its kernel's body as virtual blocks (measured slower: its registers spill the dense
+    /// phases).
+    VirtualBlocks,
+    /// `ring`: a phase with its keys and values streamed through the ring (correct on the H200,
+    /// not yet faster: docs/gpu.md).
+    Ring,
+}
+
+impl AttentionPlace {
+    fn from_env() -> AttentionPlace {
+        match std::env::var("SAMBA_PERSIST_ATTENTION").as_deref() {
+            Ok("1") => AttentionPlace::VirtualBlocks,
+            Ok("ring") => AttentionPlace::Ring,
+            _ => AttentionPlace::OwnKernel,
+        }
+    }
+}
 
 /// The recorded step of one (activations, state) pair, ready to launch.
 pub(crate) struct PersistentStep {
@@ -243,8 +273,11 @@ pub(crate) struct PersistentStep {
     pub rope_generation: u64,
     /// Mamba layers whose x_proj runs folded into in_proj's phase (xproj_fold.rs).
     pub folded_layers: usize,
-    /// The buffers the folded x_proj's table words point into, kept alive.
-    _fold: Option<Box<dyn std::any::Any + Send + Sync>>,
+    /// Attention layers run as ring phases (ring_attention.rs).
+    pub ring_attention_layers: usize,
+    /// The buffers the table's words point into besides the activations, the state and the
+    /// weights (the folded x_proj's, the ring attention's partials), kept alive.
+    _owned: Vec<Box<dyn std::any::Any + Send + Sync>>,
 }
 
 impl PersistentStep {
@@ -257,14 +290,16 @@ impl PersistentStep {
         let dev = model.device();
         // The attention inside the persistent kernel (one launch per step) is opt-in: compiled in,
         // it costs the dense phases registers (kernels/decode_persistent.cu).
-        let wants_attention = std::env::var("SAMBA_PERSIST_ATTENTION").is_ok_and(|v| v == "1");
-        let name = entry::<T>(if wants_attention {
-            "decode_persistent_attention"
-        } else {
-            "decode_persistent"
+        let place = AttentionPlace::from_env();
+        let name = entry::<T>(match place {
+            AttentionPlace::OwnKernel => "decode_persistent",
+            AttentionPlace::VirtualBlocks => "decode_persistent_attention",
+            AttentionPlace::Ring => "decode_persistent_ring",
         });
         let (function, threads, dynamic, blocks) = size_grid(dev, &name)?;
-        let attention_inside = wants_attention && threads == VBLOCK + PRODUCER;
+        let attention_inside =
+            place == AttentionPlace::VirtualBlocks && threads == VBLOCK + PRODUCER;
+        let elem = size_of::<T>();
         // Record the fused step inside a stream capture: the recorded launches do not run, and
         // anything else the step launches lands in the capture.
         let stream = dev.stream();
@@ -295,9 +330,24 @@ impl PersistentStep {
         let mut row_of = vec![usize::MAX; launches.len()];
         let mut segments = Vec::new();
         let mut shapes = Vec::new();
+        let mut rings = Vec::new(); // (table row, shape) of the ring attention ops
         let mut n_ops = 0;
         for (i, l) in launches.into_iter().enumerate() {
             if folded(i) {
+                continue;
+            }
+            let ring = (place == AttentionPlace::Ring)
+                .then(|| RingShape::of(&l, blocks, elem))
+                .flatten();
+            if let Some(shape) = ring {
+                let mut row = op_words(&l)?;
+                row[0] = OpKind::RingAttention as u64;
+                row[4 + 12] = shape.splits as u64;
+                // (the partials' address is set below, once the buffer exists)
+                table.extend(row);
+                rings.push((n_ops, shape));
+                push_op(&mut segments, n_ops);
+                n_ops += 1;
                 continue;
             }
             if l.what == OWN_KERNEL && !attention_inside {
@@ -344,6 +394,25 @@ impl PersistentStep {
                 rows_per_unit: 1,
             });
         }
+        // The ring attention ops share one partials buffer (each op's are read by its own
+        // merge before the next attention op writes them: barriers apart), and their scratch
+        // sits where the input row goes.
+        let mut owned: Vec<Box<dyn std::any::Any + Send + Sync>> = Vec::new();
+        if let Some(len) = rings.iter().map(|(_, r)| r.partials()).max() {
+            let part = dev.zeros::<f32>(len)?;
+            let (part_ptr, guard) = part.device_ptr(dev.stream());
+            for (row, shape) in &rings {
+                table[row * OP_WORDS + 4 + 1] = part_ptr;
+                let scratch = shape.scratch_floats(elem) * size_of::<f32>();
+                shapes.push(DenseShape {
+                    input: scratch.div_ceil(elem),
+                    units: 1,
+                    rows_per_unit: 1,
+                });
+            }
+            drop(guard);
+            owned.push(Box::new(part));
+        }
         let launch_ops = segments
             .iter()
             .map(|s| match s {
@@ -353,6 +422,15 @@ impl PersistentStep {
             .max()
             .unwrap_or(0);
         let layout = SharedLayout::plan(&shapes, launch_ops, size_of::<T>(), blocks, dynamic)?;
+        // (the ring attention's stages too: a ring smaller than one would never have room)
+        if let Some(stage) = rings.iter().map(|(_, r)| r.stage_bytes(elem)).max() {
+            if layout.ring_bytes < stage {
+                return Err(unsupported(format!(
+                    "the ring of {} bytes cannot hold the attention's stage of {stage} bytes",
+                    layout.ring_bytes
+                )));
+            }
+        }
         Ok(PersistentStep {
             function,
             table: dev.upload(&table)?,
@@ -365,7 +443,11 @@ impl PersistentStep {
             state_id: state.id,
             rope_generation: state.rope_generation,
             folded_layers: fold.as_ref().map_or(0, |f| f.sites().len()),
-            _fold: fold.map(|f| Box::new(f) as Box<dyn std::any::Any + Send + Sync>),
+            ring_attention_layers: rings.len(),
+            _owned: owned
+                .into_iter()
+                .chain(fold.map(|f| Box::new(f) as Box<dyn std::any::Any + Send + Sync>))
+                .collect(),
         })
     }
 
@@ -766,6 +848,7 @@ mod tests {
             ("PERSIST_SCAN_STEP", OpKind::ScanStep),
             ("PERSIST_ATTENTION", OpKind::Attention),
             ("PERSIST_POSITIONS", OpKind::Positions),
+            ("PERSIST_RING_ATTENTION", OpKind::RingAttention),
         ] {
             assert_eq!(define(name), kind as u64, "{name}");
             assert!(kind.args() <= MAX_ARGS);
@@ -775,6 +858,14 @@ mod tests {
         assert_eq!(
             define("PERSIST_FOLD_COPIES") as usize,
             super::super::xproj_fold::FOLD_COPIES
+        );
+        assert_eq!(
+            define("RING_ATT_MAX_KEYS") as usize,
+            super::super::ring_attention::MAX_KEYS
+        );
+        assert_eq!(
+            define("RING_ATT_STAGE_BYTES") as usize,
+            super::super::ring_attention::STAGE_BYTES
         );
         assert_eq!(define("PERSIST_CONSUMERS") as u32 % VBLOCK, 0);
         assert_eq!(define("PERSIST_VBLOCK") as u32, VBLOCK);
