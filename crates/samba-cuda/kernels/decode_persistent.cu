@@ -436,8 +436,9 @@ struct PersistStream {
 };
 
 // ---- the decoding attention through the ring (kind PERSIST_RING_ATTENTION; opt-in,
-// SAMBA_PERSIST_ATTENTION=ring, src/model/persistent.rs; correct on the H200 but its phase takes
-// ~19 us at 1K context, not yet faster than the kernel of its own: docs/gpu.md)
+// SAMBA_PERSIST_ATTENTION=ring, src/model/persistent.rs; its first version was correct on the
+// H200 but its phase took ~19 us at 1K context, slower than the kernel of its own; this version
+// (key p, the scores and the merge reworked) is not yet run on the GPU: docs/gpu.md)
 //
 // The decoding attention as a kernel of its own costs the step a launch boundary per attention
 // layer (~22 us each on Samba-1.3B: the kernel, the persistent kernel's tail and relaunch). As a
@@ -458,9 +459,9 @@ struct PersistStream {
 //   finish (counted in done[g], which it sets back to 0) merges the B ranges of each head as
 //   attention_decode_merge does, stores the output (T) and this token's key and value into ring
 //   slot p % cap: after every block of the group has read its stages.
-// Scratch (f32, in the input row's shared memory): q [qpg hd], acc [qpg hd], s [qpg kps],
-// m, l, alpha [qpg], then the merge's weights and l's [B] (ring_att_scratch_floats; the host
-// sizes the input row's memory for it).
+// Scratch (f32, in the input row's shared memory): qkv's row of the group [qpg hd | k_p hd | v_p
+// hd] (q scaled), acc [qpg hd], s [qpg kps], m, l, alpha [qpg], then the merge's weights and l's
+// [B] (ring_att_scratch_floats; the host sizes the input row's memory for it).
 #define RING_ATT_MAX_KEYS 64        // keys per stage at most
 #define RING_ATT_STAGE_BYTES 16384  // a stage's K and V rows at most (the host sizes the scratch)
 
@@ -470,7 +471,7 @@ struct PersistStream {
 __shared__ int ring_att_pos;
 
 __host__ __device__ inline int ring_att_scratch_floats(int qpg, int hd, int kps, int splits) {
-    return 2 * qpg * hd + qpg * kps + 3 * qpg + 2 * splits;
+    return (2 * qpg + 2) * hd + qpg * kps + 3 * qpg + 2 * splits;
 }
 
 template <typename T>
@@ -863,19 +864,30 @@ __device__ void persist_consume(const PersistDense<T>& op, int k, unsigned& stag
     PERSIST_PROF_LAP(PROF_EPILOGUE);
 }
 
-// The consumers' part of the ring attention: the online softmax over nk keys (K, V: rows of hd,
-// in the ring or in qkv), every query head of the group; ends with the consumers' barrier.
-template <typename T>
-__device__ void ring_att_keys(float* sc, const T* K, const T* V, int nk, int qpg, int hd, int kps) {
-    float *q = sc, *acc = q + qpg * hd, *s = acc + qpg * hd, *m = s + qpg * kps, *l = m + qpg, *al = l + qpg;
-    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-    // s_ir = q_i . k_r: a warp per (i, r), its lanes over the head's dimensions
-    for (int pr = warp; pr < qpg * nk; pr += PERSIST_CONSUMER_WARPS) {
-        const int i = pr / nk, r = pr % nk;
+// The consumers' part of the ring attention: the online softmax over nk keys (K, V: rows of hd
+// elements, bf16 or f32, in the ring or staged from qkv), every query head of the group; ends
+// with the consumers' barrier.
+#define RING_ATT_MERGE_LOADS 16  // ranges whose values the merge loads at once
+template <typename KV>
+__device__ void ring_att_keys(float* sc, const KV* K, const KV* V, int nk, int qpg, int hd, int kps) {
+    float *q = sc, *acc = q + (qpg + 2) * hd, *s = acc + qpg * hd, *m = s + qpg * kps, *l = m + qpg, *al = l + qpg;
+    // s_ir = q_i . k_r: L lanes per (i, r) (a power of two, ~16 dimensions a lane), 32 / L pairs
+    // per warp at once, log2(L) shuffles each
+    int L = 1;
+    while (2 * L <= 32 && 2 * L * 16 <= hd) L *= 2;
+    const int dpl = (hd + L - 1) / L, per_warp = 32 / L;
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, sub = lane / L, part = lane % L;
+    for (int pr0 = warp * per_warp; pr0 < qpg * nk; pr0 += PERSIST_CONSUMER_WARPS * per_warp) {
+        const int pr = pr0 + sub;  // (the loop is uniform over the warp: the shuffles)
         float dot = 0.0f;
-        for (int d = lane; d < hd; d += 32) dot = fmaf(q[i * hd + d], ld(K + (long)r * hd + d), dot);
-        dot = warp_sum(dot);
-        if (lane == 0) s[i * kps + r] = dot;
+        if (pr < qpg * nk) {
+            const int i = pr / nk, r = pr % nk;
+            const float* qi = q + i * hd;
+            const KV* kr = K + (long)r * hd;
+            for (int d = part * dpl; d < min(hd, (part + 1) * dpl); ++d) dot = fmaf(qi[d], ld(kr + d), dot);
+        }
+        for (int o = L / 2; o > 0; o >>= 1) dot += __shfl_xor_sync(0xffffffffu, dot, o);
+        if (pr < qpg * nk && part == 0) s[(pr / nk) * kps + pr % nk] = dot;
     }
     persist_consumers_sync();
     // per head (a warp each): the new maximum, p_ir in place of s_ir, alpha and l
@@ -898,11 +910,13 @@ __device__ void ring_att_keys(float* sc, const T* K, const T* V, int nk, int qpg
         }
     }
     persist_consumers_sync();
-    // acc_i = acc_i alpha_i + sum_r p_ir v_r: a thread per (i, d)
+    // acc_i = acc_i alpha_i + sum_r p_ir v_r: a thread per (i, d), eight keys' loads at a time
     for (int t = threadIdx.x; t < qpg * hd; t += PERSIST_CONSUMERS) {
         const int i = t / hd, d = t % hd;
+        const float* pi = s + i * kps;
         float a = acc[t] * al[i];
-        for (int r = 0; r < nk; ++r) a = fmaf(s[i * kps + r], ld(V + (long)r * hd + d), a);
+#pragma unroll 8
+        for (int r = 0; r < nk; ++r) a = fmaf(pi[r], ld(V + (long)r * hd + d), a);
         acc[t] = a;
     }
     persist_consumers_sync();
@@ -920,14 +934,16 @@ __device__ void persist_ring_attention(const RingAttention<T>& at, int k, unsign
     if (!at.share(p, g, j0, j1, own)) return;
     const int qpg = at.qpg(), hd = at.hd(), kps = at.keys_per_stage(), B = at.splits();
     if (ring_att_scratch_floats(qpg, hd, kps, B) * 4 > sc_bytes) __trap();  // (the host sizes it)
-    float *q = sc, *acc = q + qpg * hd, *m = acc + qpg * hd + qpg * kps, *l = m + qpg;
+    float *q = sc, *acc = q + (qpg + 2) * hd, *m = acc + qpg * hd + qpg * kps, *l = m + qpg;
     float *w = l + 2 * qpg, *ls = w + B;  // the merge's
-    const T* grp = at.qkv() + (long)g * (qpg + 2) * hd;  // [q heads of g | k_g | v_g]
+    // qkv's row of the group, [q heads of g | k_g | v_g] (this token's), in one pass: q scaled
+    const T* grp = at.qkv() + (long)g * (qpg + 2) * hd;
     const float scale = 1.0f / sqrtf((float)hd);
-    for (int t = threadIdx.x; t < qpg * hd; t += PERSIST_CONSUMERS) {
-        q[t] = ld(grp + t) * scale;
-        acc[t] = 0.0f;
+    for (int t = threadIdx.x; t < (qpg + 2) * hd; t += PERSIST_CONSUMERS) {
+        const float v = ld(grp + t);
+        q[t] = t < qpg * hd ? v * scale : v;
     }
+    for (int t = threadIdx.x; t < qpg * hd; t += PERSIST_CONSUMERS) acc[t] = 0.0f;
     for (int i = threadIdx.x; i < qpg; i += PERSIST_CONSUMERS) {
         m[i] = -INFINITY;
         l[i] = 0.0f;
@@ -943,7 +959,7 @@ __device__ void persist_ring_attention(const RingAttention<T>& at, int k, unsign
         if (threadIdx.x == 0) mbar_arrive(&rb.empty[slot]);
     }
     stage += n;
-    if (own) ring_att_keys(sc, grp + qpg * hd, grp + (qpg + 1) * hd, 1, qpg, hd, kps);
+    if (own) ring_att_keys(sc, q + qpg * hd, q + (qpg + 1) * hd, 1, qpg, hd, kps);
 
     // this range's partial softmax of each head, then count the block done
     const int c = (int)blockIdx.x % B;
@@ -978,9 +994,17 @@ __device__ void persist_ring_attention(const RingAttention<T>& at, int k, unsign
         const float inv_l = 1.0f / group_sum(PersistConsumers{}, lsum, scratch);  // (and the weights)
         T* o = at.out() + (long)(g * qpg + i) * hd;
         for (int d = threadIdx.x; d < hd; d += PERSIST_CONSUMERS) {
+            // RING_ATT_MERGE_LOADS ranges' values requested before the first is used
             float a = 0.0f;
-            for (int r = 0; r < B; ++r)
-                if (w[r] != 0.0f) a += __ldcg(src + (long)r * (hd + 2) + d) * w[r];
+            for (int r0 = 0; r0 < B; r0 += RING_ATT_MERGE_LOADS) {
+                float v[RING_ATT_MERGE_LOADS];
+#pragma unroll
+                for (int j = 0; j < RING_ATT_MERGE_LOADS; ++j)
+                    v[j] = r0 + j < B ? __ldcg(src + (long)(r0 + j) * (hd + 2) + d) : 0.0f;
+#pragma unroll
+                for (int j = 0; j < RING_ATT_MERGE_LOADS; ++j)
+                    if (r0 + j < B) a = fmaf(v[j], w[r0 + j], a);
+            }
             st(o + d, a * inv_l);
         }
         persist_consumers_sync();  // w and ls serve the next head

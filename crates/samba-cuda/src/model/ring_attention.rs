@@ -62,12 +62,12 @@ impl RingShape {
         2 * self.keys_per_stage(elem) * self.head_dim * elem
     }
 
-    /// f32 scratch in the input row's shared memory: q and acc [qpg hd], the scores [qpg keys],
-    /// m, l and alpha [qpg], the merge's weights and l's [B] (kernels/decode_persistent.cu:
-    /// `ring_att_scratch_floats`).
+    /// f32 scratch in the input row's shared memory: qkv's row of the group [(qpg + 2) hd], acc
+    /// [qpg hd], the scores [qpg keys], m, l and alpha [qpg], the merge's weights and l's [B]
+    /// (kernels/decode_persistent.cu: `ring_att_scratch_floats`).
     pub fn scratch_floats(&self, elem: usize) -> usize {
         let qpg = self.heads / self.kv_heads;
-        2 * qpg * self.head_dim + qpg * self.keys_per_stage(elem) + 3 * qpg + 2 * self.splits
+        (2 * qpg + 2) * self.head_dim + qpg * self.keys_per_stage(elem) + 3 * qpg + 2 * self.splits
     }
 
     /// f32 elements of the partials [heads, B, hd + 2].
@@ -101,7 +101,7 @@ mod tests {
         // 16 KB stages of K and V rows of 256 bytes: 32 keys
         assert_eq!(s.keys_per_stage(2), 32);
         assert_eq!(s.stage_bytes(2), 16384);
-        assert_eq!(s.scratch_floats(2), 2 * 128 + 32 + 3 + 2 * 14);
+        assert_eq!(s.scratch_floats(2), 4 * 128 + 32 + 3 + 2 * 14);
         assert_eq!(s.partials(), 18 * 14 * 130);
     }
 
@@ -112,7 +112,7 @@ mod tests {
         assert_eq!(s.splits, 132);
         assert_eq!(s.keys_per_stage(2), MAX_KEYS);
         assert_eq!(s.stage_bytes(2), 2 * 64 * 16);
-        assert_eq!(s.scratch_floats(2), 2 * 4 * 8 + 4 * 64 + 3 * 4 + 2 * 132);
+        assert_eq!(s.scratch_floats(2), 10 * 8 + 4 * 64 + 3 * 4 + 2 * 132);
     }
 
     #[test]
