@@ -187,6 +187,10 @@ pub const DECODE_PERSISTENT: KernelFile = kernel_file!(
         "\n#ifndef DEC_UNROLL\n#define DEC_UNROLL 2\n#endif\n",
         "\n// ---- kernels/attention_decode.cu\n",
         include_str!("../kernels/attention_decode.cu"),
+        "\n// ---- kernels/persist_core.cuh\n",
+        include_str!("../kernels/persist_core.cuh"),
+        "\n// ---- kernels/persist_ring_attention.cuh\n",
+        include_str!("../kernels/persist_ring_attention.cuh"),
     ),
     [
         "decode_persistent_f32",

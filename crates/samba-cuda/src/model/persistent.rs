@@ -35,25 +35,25 @@ use crate::ops::pdl::{self, Args, RecordedLaunch};
 use crate::{Buffer, Elem};
 
 /// Threads of a recorded op's block (a virtual block of the persistent kernel), and the producer
-/// warp beside the consumer threads (kernels/decode_persistent.cu: PERSIST_VBLOCK; the kernel's
+/// warp beside the consumer threads (kernels/persist_core.cuh: PERSIST_VBLOCK; the kernel's
 /// block size, PERSIST_CONSUMERS + 32, is read from its launch bounds, so a define may change it).
 const VBLOCK: u32 = 128;
 const PRODUCER: u32 = 32;
 /// The most blocks per SM the shared memory is split between: as many as the kernel's registers
 /// allow (PERSIST_MIN_BLOCKS, 2 by default: two producers and rings per SM).
 const BLOCKS_PER_SM: usize = 4;
-/// Arguments an op carries (kernels/decode_persistent.cu: PERSIST_MAX_ARGS).
+/// Arguments an op carries (kernels/persist_core.cuh: PERSIST_MAX_ARGS).
 const MAX_ARGS: usize = 20;
 const OP_WORDS: usize = 4 + MAX_ARGS;
 /// The most ops one persistent launch runs: its table is copied into shared memory at the start
 /// (kernels/decode_persistent.cu), so a longer run of ops is cut into several launches.
 const MAX_LAUNCH_OPS: usize = 48;
-/// A stage's bytes at most, unless one unit is larger (kernels/decode_persistent.cu:
+/// A stage's bytes at most, unless one unit is larger (kernels/persist_core.cuh:
 /// PERSIST_STAGE_BYTES).
 const STAGE_BYTES: usize = 16384;
 
 /// The kernels the persistent step runs, with the number of arguments of each entry point
-/// (kernels/decode_persistent.cu: PERSIST_*).
+/// (kernels/persist_core.cuh: PERSIST_*).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u64)]
 enum OpKind {
@@ -262,7 +262,7 @@ pub(crate) struct PersistentStep {
     /// [ops, OP_WORDS]: kind, grid x, y, z, arguments.
     table: Buffer<u64>,
     segments: Vec<Segment>,
-    /// The barrier counter (kernels/decode_persistent.cu), never reset: each launch starts
+    /// The barrier counter (kernels/persist_core.cuh), never reset: each launch starts
     /// where the last one left it (`barriers` of them so far, per block).
     counter: Buffer<u64>,
     barriers: u64,
@@ -828,10 +828,14 @@ mod tests {
         assert!(err.to_string().contains("stage"), "{err}");
     }
 
-    /// The kinds and the table's width agree with kernels/decode_persistent.cu.
+    /// The kinds and the table's width agree with the kernel (kernels/persist_core.cuh and the
+    /// files after it).
     #[test]
     fn kinds_match_the_kernel_source() {
-        let source = DECODE_PERSISTENT.source;
+        let source = format!(
+            "{}\n{}",
+            DECODE_PERSISTENT.prelude, DECODE_PERSISTENT.source
+        );
         let define = |name: &str| -> u64 {
             let line = source
                 .lines()

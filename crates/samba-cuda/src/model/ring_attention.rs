@@ -1,5 +1,5 @@
 //! The decoding attention as a phase of the persistent step, its keys and values streamed
-//! through the ring (kernels/decode_persistent.cu: `RingAttention`; opt-in,
+//! through the ring (kernels/persist_ring_attention.cuh: `RingAttention`; opt-in,
 //! SAMBA_PERSIST_ATTENTION=ring; correct on the H200, not yet faster than the kernel of its own:
 //! docs/gpu.md, "The decoding attention as a phase").
 //!
@@ -14,8 +14,8 @@
 
 use crate::ops::pdl::RecordedLaunch;
 
-/// Keys per stage at most, and a stage's K and V rows at most (kernels/decode_persistent.cu:
-/// RING_ATT_MAX_KEYS, RING_ATT_STAGE_BYTES).
+/// Keys per stage at most, and a stage's K and V rows at most
+/// (kernels/persist_ring_attention.cuh: RING_ATT_MAX_KEYS, RING_ATT_STAGE_BYTES).
 pub(crate) const MAX_KEYS: usize = 64;
 pub(crate) const STAGE_BYTES: usize = 16384;
 
@@ -52,7 +52,7 @@ impl RingShape {
     }
 
     /// Keys of one stage: K and V rows of at most STAGE_BYTES together, MAX_KEYS at most
-    /// (kernels/decode_persistent.cu: `RingAttention::keys_per_stage`).
+    /// (kernels/persist_ring_attention.cuh: `RingAttention::keys_per_stage`).
     pub fn keys_per_stage(&self, elem: usize) -> usize {
         (STAGE_BYTES / (2 * self.head_dim * elem)).clamp(1, MAX_KEYS)
     }
@@ -64,7 +64,7 @@ impl RingShape {
 
     /// f32 scratch in the input row's shared memory: qkv's row of the group [(qpg + 2) hd], acc
     /// [qpg hd], the scores [qpg keys], m, l and alpha [qpg], the merge's weights and l's [B]
-    /// (kernels/decode_persistent.cu: `ring_att_scratch_floats`).
+    /// (kernels/persist_ring_attention.cuh: `ring_att_scratch_floats`).
     pub fn scratch_floats(&self, elem: usize) -> usize {
         let qpg = self.heads / self.kv_heads;
         (2 * qpg + 2) * self.head_dim + qpg * self.keys_per_stage(elem) + 3 * qpg + 2 * self.splits

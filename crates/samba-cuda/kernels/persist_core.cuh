@@ -1,0 +1,246 @@
+// The persistent decoding kernel's shared parts (kernels/decode_persistent.cu says how the kernel
+// works; this file comes before it and kernels/persist_ring_attention.cuh): its sizes and op
+// kinds, the grid barrier, mbarriers and bulk copies, the diagnostics (PERSIST_TIMELINE,
+// PERSIST_PROFILE), a recorded op's grid, the ring's bookkeeping, the producer's place in the
+// ring and the consumer threads as a group.
+
+#define PERSIST_VBLOCK 128  // threads of a recorded op's block (a virtual block)
+#ifndef PERSIST_CONSUMERS   // one or two virtual blocks at once (SAMBA_NVRTC_DEFINES)
+#define PERSIST_CONSUMERS 128
+#endif
+#define PERSIST_THREADS (PERSIST_CONSUMERS + 32)  // and the producer warp
+#define PERSIST_HALVES (PERSIST_CONSUMERS / PERSIST_VBLOCK)
+#ifndef PERSIST_MIN_BLOCKS  // blocks per SM the registers are budgeted for (the host splits the
+#define PERSIST_MIN_BLOCKS 2  // shared memory between as many as the registers allow)
+#endif
+#define PERSIST_MAX_ARGS 20
+#define PERSIST_OP_WORDS (4 + PERSIST_MAX_ARGS)
+#define PERSIST_SLOTS 32
+#ifndef PERSIST_STAGE_BYTES  // a stage's whole units, up to this many bytes (SAMBA_NVRTC_DEFINES)
+#define PERSIST_STAGE_BYTES 16384
+#endif
+#define PERSIST_CONSUMER_WARPS (PERSIST_CONSUMERS / 32)
+
+// The op kinds (src/model/persistent.rs: `OpKind`).
+#define PERSIST_EMBEDDING 1
+#define PERSIST_GEMV 2
+#define PERSIST_GEMV_SWIGLU 3
+#define PERSIST_GEMV_ROPE 4
+#define PERSIST_GEMV_CONV 5
+#define PERSIST_SCAN_STEP 6
+#define PERSIST_ATTENTION 7
+#define PERSIST_POSITIONS 8
+#define PERSIST_RING_ATTENTION 9  // the decoding attention through the ring (opt-in; see below)
+
+typedef unsigned long long u64;
+
+__device__ __forceinline__ u64 persist_ld_acquire(const u64* p) {
+    u64 v;
+    asm volatile("ld.acquire.gpu.global.u64 %0, [%1];" : "=l"(v) : "l"(p) : "memory");
+    return v;
+}
+
+// The shared-memory address of p.
+__device__ __forceinline__ unsigned persist_smem_addr(const void* p) {
+    unsigned a;
+    asm("{ .reg .u64 t; cvta.to.shared.u64 t, %1; cvt.u32.u64 %0, t; }" : "=r"(a) : "l"(p));
+    return a;
+}
+
+// ---- mbarriers and bulk copies (sm_90)
+
+__device__ __forceinline__ void mbar_init(u64* bar, unsigned count) {
+    asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;" ::"r"(persist_smem_addr(bar)), "r"(count) : "memory");
+}
+// One arrival that also expects `bytes` more of transactions before the phase completes.
+__device__ __forceinline__ void mbar_arrive_expect(u64* bar, unsigned bytes) {
+    asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(persist_smem_addr(bar)), "r"(bytes)
+                 : "memory");
+}
+__device__ __forceinline__ void mbar_arrive(u64* bar) {
+    asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];" ::"r"(persist_smem_addr(bar)) : "memory");
+}
+// Returns once the phase of parity `parity` has completed.
+__device__ __forceinline__ void mbar_wait(u64* bar, unsigned parity) {
+    const unsigned a = persist_smem_addr(bar);
+    unsigned done;
+    do {
+        asm volatile(
+            "{ .reg .pred p; mbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2; selp.u32 %0, 1, 0, p; }"
+            : "=r"(done)
+            : "r"(a), "r"(parity)
+            : "memory");
+    } while (!done);
+}
+// bytes (a multiple of 16) from src (16-byte aligned) to dst in shared memory; completes as
+// transactions on bar.
+__device__ __forceinline__ void bulk_copy(void* dst, const void* src, unsigned bytes, u64* bar) {
+    asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];" ::"r"(
+                     persist_smem_addr(dst)),
+                 "l"(src), "r"(bytes), "r"(persist_smem_addr(bar))
+                 : "memory");
+}
+
+// ---- the grid barrier (consumer warps only; the producer never waits for other blocks)
+
+__device__ __forceinline__ void persist_consumers_sync() {
+    asm volatile("bar.sync 1, %0;" ::"n"(PERSIST_CONSUMERS) : "memory");
+}
+
+// The barrier's state, in shared memory (set once per launch).
+struct PersistSync {
+    u64* count;
+    u64 base;
+    int passed;   // the last barrier this block passed
+    int poll_ns;  // pause between two reads of the counter
+};
+__shared__ PersistSync persist_sync;
+
+// Timeline (compile with SAMBA_NVRTC_DEFINES=PERSIST_TIMELINE; diagnostics only): thread 0 of
+// every block records the global time at which it arrives at and passes each barrier of a
+// launch; at the end of launches [PERSIST_TIMELINE_FIRST, + 10) block 0 prints, per op, when the
+// blocks started and finished it (the spread between the first and the last, the mean work).
+#ifdef PERSIST_TIMELINE
+#define PERSIST_TL_OPS 128
+#define PERSIST_TL_BLOCKS 1024
+#ifndef PERSIST_TIMELINE_FIRST
+#define PERSIST_TIMELINE_FIRST 300
+#endif
+__device__ u64 persist_tl_arrive[PERSIST_TL_OPS][PERSIST_TL_BLOCKS];
+__device__ u64 persist_tl_pass[PERSIST_TL_OPS][PERSIST_TL_BLOCKS];
+__device__ unsigned persist_tl_launches;
+__device__ __forceinline__ u64 persist_now() {
+    u64 t;
+    asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+    return t;
+}
+#define PERSIST_TL(array, j) \
+    if ((j) < PERSIST_TL_OPS && blockIdx.x < PERSIST_TL_BLOCKS) array[j][blockIdx.x] = persist_now()
+#else
+#define PERSIST_TL(array, j)
+#endif
+
+// Passes every barrier up to k this block has not passed yet (uniform over the consumers).
+__device__ __forceinline__ void persist_pass(int k) {
+    while (persist_sync.passed < k) {
+        const int j = persist_sync.passed + 1;
+        persist_consumers_sync();
+        if (threadIdx.x == 0) {
+            PERSIST_TL(persist_tl_arrive, j);
+            const u64 target = persist_sync.base + (u64)j * gridDim.x;
+            // release: the block's writes (ordered before this thread's by the consumers'
+            // barrier) are visible to whoever acquires the count; acquire: every block's writes
+            // before its arrival are visible to this block's reads after the barrier
+            asm volatile("red.release.gpu.global.add.u64 [%0], 1;" ::"l"(persist_sync.count) : "memory");
+            while (persist_ld_acquire(persist_sync.count) < target) {
+                if (persist_sync.poll_ns > 0) __nanosleep(persist_sync.poll_ns);
+            }
+            PERSIST_TL(persist_tl_pass, j);
+            persist_sync.passed = j;
+        }
+        persist_consumers_sync();
+    }
+}
+
+// Profiling (compile with SAMBA_NVRTC_DEFINES=PERSIST_PROFILE): thread 0 of the consumers and
+// lane 0 of the producer add up SM cycles per part of the work, and block 0 prints them when a
+// launch ends (one line per launch: ops, then the parts below).
+#define PROF_PASS 0       // consumers: waiting at the grid barriers
+#define PROF_INPUT 1      //            staging the input row
+#define PROF_FULL 2       //            warp 0 waiting for its stages' bytes
+#define PROF_DOT 3        //            warp 0's dot products
+#define PROF_SYNC 4       //            waiting for the other warps of the block
+#define PROF_EPILOGUE 5   //            storing the block's units
+#define PROF_OTHER 6      //            the other ops (their barriers included)
+#define PROF_EMPTY 7      // producer: waiting for room in the ring
+#define PROF_ISSUE 8      //           issuing copies
+#define PROF_PARTS 9
+#ifdef PERSIST_PROFILE
+__shared__ long long persist_prof[PROF_PARTS];
+__shared__ long long persist_prof_t;
+#define PERSIST_PROF_START \
+    if (threadIdx.x == 0) persist_prof_t = clock64()
+#define PERSIST_PROF_LAP(part)                       \
+    if (threadIdx.x == 0) {                          \
+        const long long now_ = clock64();            \
+        persist_prof[part] += now_ - persist_prof_t; \
+        persist_prof_t = now_;                       \
+    }
+#else
+#define PERSIST_PROF_START
+#define PERSIST_PROF_LAP(part)
+#endif
+
+// The grid of op `op`, as the bodies see it (KernelGrid's interface, pdl.cuh).
+struct PersistentGrid {
+    uint3 blk, dim;
+    int op;
+    __device__ __forceinline__ uint3 block() const { return blk; }
+    __device__ __forceinline__ uint3 size() const { return dim; }
+    __device__ __forceinline__ unsigned threads() const { return PERSIST_VBLOCK; }
+    __device__ __forceinline__ unsigned thread() const { return threadIdx.x % PERSIST_VBLOCK; }
+    // the threads of this virtual block (named barriers 2 and 3; 1 is every consumer's)
+    __device__ __forceinline__ void sync() const {
+        asm volatile("bar.sync %0, %1;" ::"r"(2 + threadIdx.x / PERSIST_VBLOCK), "n"(PERSIST_VBLOCK) : "memory");
+    }
+    __device__ __forceinline__ void wait() const { persist_pass(op); }
+};
+
+// The ring's bookkeeping, shared by the producer (who writes it) and the consumers (who read a
+// stage's offset after its full barrier).
+struct PersistRing {
+    u64 full[PERSIST_SLOTS];
+    u64 empty[PERSIST_SLOTS];
+    unsigned offset[PERSIST_SLOTS];  // the stage's first byte in the ring
+    u64 end[PERSIST_SLOTS];          // the stage's end in the stream of bytes (producer only)
+};
+
+// ---- the producer's place in the ring
+
+// Where the producer is in the ring: bytes issued and freed, as positions in the unbounded stream
+// of bytes, and stages.
+struct PersistStream {
+    u64 head, tail;
+    unsigned issued, freed;
+
+    // Waits for room for a stage of `bytes` (whole in the ring: its end is skipped if the stage
+    // would wrap; every byte of it freed; a free slot), notes the stage's place in the ring for
+    // the consumers, and returns its slot; the stage's bytes start at ring + head % ring_bytes.
+    __device__ unsigned claim(unsigned bytes, unsigned ring_bytes, PersistRing& rb) {
+        const u64 off0 = head % ring_bytes;
+        if (off0 + bytes > ring_bytes) head += ring_bytes - off0;
+#ifdef PERSIST_PROFILE
+        const long long t0 = clock64();
+#endif
+        while (head + bytes > tail + ring_bytes || issued - freed == PERSIST_SLOTS) {
+            const unsigned f = freed % PERSIST_SLOTS;
+            mbar_wait(&rb.empty[f], (freed / PERSIST_SLOTS) & 1);
+            tail = rb.end[f];
+            ++freed;
+        }
+#ifdef PERSIST_PROFILE
+        if ((threadIdx.x & 31) == 0) persist_prof[PROF_EMPTY] += clock64() - t0;
+#endif
+        const unsigned slot = issued % PERSIST_SLOTS;
+        __syncwarp();
+        if ((threadIdx.x & 31) == 0) {
+            rb.offset[slot] = (unsigned)(head % ring_bytes);
+            rb.end[slot] = head + bytes;
+        }
+        return slot;
+    }
+    __device__ void commit(unsigned bytes) {
+        head += bytes;
+        ++issued;
+    }
+};
+
+// ---- the consumer threads
+
+// The consumer threads as a group for the reductions of common.cuh (group_sum).
+struct PersistConsumers {
+    __device__ __forceinline__ unsigned thread() const { return threadIdx.x; }
+    __device__ __forceinline__ unsigned threads() const { return PERSIST_CONSUMERS; }
+    __device__ __forceinline__ void sync() const { persist_consumers_sync(); }
+};
+

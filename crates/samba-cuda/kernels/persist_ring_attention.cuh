@@ -1,0 +1,263 @@
+// The decoding attention as a phase of the persistent decoding kernel (kernels/decode_persistent.cu;
+// its shared parts: kernels/persist_core.cuh), its keys and values streamed through the ring.
+
+// ---- the decoding attention through the ring (kind PERSIST_RING_ATTENTION; opt-in,
+// SAMBA_PERSIST_ATTENTION=ring, src/model/persistent.rs; its first version was correct on the
+// H200 but its phase took ~19 us at 1K context, slower than the kernel of its own; this version
+// (key p, the scores and the merge reworked) is not yet run on the GPU: docs/gpu.md)
+//
+// The decoding attention as a kernel of its own costs the step a launch boundary per attention
+// layer (~22 us each on Samba-1.3B: the kernel, the persistent kernel's tail and relaunch). As a
+// phase of the persistent kernel, with attention_decode_fwd's arguments (the host sets n_split =
+// B, the blocks per kv group, and a partials buffer for them):
+//   block b < kv_heads B takes kv group g = b / B and the c = b % B-th of B equal ranges of the
+//   keys query position p sees (first..=p, first = max(0, p - window + 1) with a window), every
+//   query head of the group at once;
+//   its producer copies the range's cached keys and values (rows of k_cache, v_cache at ring
+//   slot j % cap) into the ring, a stage of up to keys_per_stage() keys at a time: [K rows | V
+//   rows]. They do not depend on the token, so they stream before the barrier like weights;
+//   its consumers, after the barrier, stage q (scaled by 1 / sqrt(hd)), and per stage update
+//   the online softmax of each query head i over the stage's keys r:
+//     s_ir = q_i . k_r,  m' = max(m, max_r s_ir),  p_ir = exp(s_ir - m'),
+//     l = l exp(m - m') + sum_r p_ir,  acc_i = acc_i exp(m - m') + sum_r p_ir v_r;
+//   the block that holds key p takes it from qkv (this token's, roped) after its stages;
+//   each block writes (acc_i, m_i, l_i) to part [heads, B, hd + 2]; the group's last block to
+//   finish (counted in done[g], which it sets back to 0) merges the B ranges of each head as
+//   attention_decode_merge does, stores the output (T) and this token's key and value into ring
+//   slot p % cap: after every block of the group has read its stages.
+// Scratch (f32, in the input row's shared memory): qkv's row of the group [qpg hd | k_p hd | v_p
+// hd] (q scaled), acc [qpg hd], s [qpg kps], m, l, alpha [qpg], then the merge's weights and l's
+// [B] (ring_att_scratch_floats; the host sizes the input row's memory for it).
+#define RING_ATT_MAX_KEYS 64        // keys per stage at most
+#define RING_ATT_STAGE_BYTES 16384  // a stage's K and V rows at most (the host sizes the scratch)
+
+// Query position p (batch 1), read once per launch before the block's consumers start: so before
+// any block can pass the barrier of the launch's position advance (block 0 runs it after every
+// block arrived), whatever the producer's pace.
+__shared__ int ring_att_pos;
+
+__host__ __device__ inline int ring_att_scratch_floats(int qpg, int hd, int kps, int splits) {
+    return (2 * qpg + 2) * hd + qpg * kps + 3 * qpg + 2 * splits;
+}
+
+template <typename T>
+struct RingAttention {
+    const u64* a;  // attention_decode_fwd's arguments
+    __device__ T* out() const { return (T*)a[0]; }
+    __device__ float* part() const { return (float*)a[1]; }
+    __device__ unsigned* done() const { return (unsigned*)a[2]; }
+    __device__ const T* qkv() const { return (const T*)a[3]; }
+    __device__ T* k_cache() const { return (T*)a[4]; }
+    __device__ T* v_cache() const { return (T*)a[5]; }
+    __device__ const int* pos() const { return (const int*)a[6]; }  // batch 1 (the host checks)
+    __device__ int heads() const { return (int)a[7]; }
+    __device__ int kv_heads() const { return (int)a[8]; }
+    __device__ int hd() const { return (int)a[9]; }
+    __device__ int cap() const { return (int)a[10]; }
+    __device__ int window() const { return (int)a[11]; }
+    __device__ int splits() const { return (int)a[12]; }  // B
+    __device__ int qpg() const { return heads() / kv_heads(); }
+    __device__ int row_bytes() const { return hd() * (int)sizeof(T); }
+    __device__ int keys_per_stage() const {
+        return max(1, min(RING_ATT_MAX_KEYS, RING_ATT_STAGE_BYTES / (2 * row_bytes())));
+    }
+    // This block's share at position p: kv group g, cached keys [j0, j1), and whether it takes
+    // key p (qkv's) too; false for a block past kv_heads B.
+    __device__ bool share(int p, int& g, int& j0, int& j1, bool& own) const {
+        const int B = splits();
+        if ((int)blockIdx.x >= kv_heads() * B) return false;
+        g = (int)blockIdx.x / B;
+        const int c = (int)blockIdx.x % B;
+        const int first = window() > 0 ? max(0, p - window() + 1) : 0;
+        const int per = (p - first + 1 + B - 1) / B;
+        j0 = first + c * per;
+        const int end = min(p + 1, j0 + per);
+        own = j0 <= p && p < end;
+        j1 = max(j0, min(end, p));
+        return true;
+    }
+    __device__ int stages(int j0, int j1) const { return (j1 - j0 + keys_per_stage() - 1) / keys_per_stage(); }
+    // Cached key j's row of kv group g (batch 1).
+    __device__ long slot(int j, int g) const { return ((long)(j % cap()) * kv_heads() + g) * hd(); }
+};
+
+// The producer's part: the block's cached keys and values, stage by stage.
+template <typename T>
+__device__ void persist_produce_attention(const RingAttention<T>& at, PersistStream& q, unsigned char* ring,
+                                          unsigned ring_bytes, PersistRing& rb) {
+    const int lane = threadIdx.x & 31;
+    int g, j0, j1;
+    bool own;  // (key p is the consumers')
+    if (!at.share(ring_att_pos, g, j0, j1, own)) return;
+    const int kps = at.keys_per_stage(), rbytes = at.row_bytes();
+    for (int s0 = j0; s0 < j1; s0 += kps) {
+        const int nk = min(kps, j1 - s0);
+        const unsigned bytes = (unsigned)(2 * nk * rbytes);
+        const unsigned slot = q.claim(bytes, ring_bytes, rb);
+        unsigned char* dst = ring + q.head % ring_bytes;
+        if (lane == 0) mbar_arrive_expect(&rb.full[slot], bytes);
+        __syncwarp();
+        for (int r = lane; r < 2 * nk; r += 32) {
+            const T* src = (r < nk ? at.k_cache() : at.v_cache()) + at.slot(s0 + r % nk, g);
+            bulk_copy(dst + (long)r * rbytes, src, (unsigned)rbytes, &rb.full[slot]);
+        }
+        __syncwarp();
+        q.commit(bytes);
+    }
+}
+
+// The consumers' part of the ring attention: the online softmax over nk keys (K, V: rows of hd
+// elements, bf16 or f32, in the ring or staged from qkv), every query head of the group; ends
+// with the consumers' barrier.
+#define RING_ATT_MERGE_LOADS 16  // ranges whose values the merge loads at once
+template <typename KV>
+__device__ void ring_att_keys(float* sc, const KV* K, const KV* V, int nk, int qpg, int hd, int kps) {
+    float *q = sc, *acc = q + (qpg + 2) * hd, *s = acc + qpg * hd, *m = s + qpg * kps, *l = m + qpg, *al = l + qpg;
+    // s_ir = q_i . k_r: L lanes per (i, r) (a power of two, ~16 dimensions a lane), 32 / L pairs
+    // per warp at once, log2(L) shuffles each
+    int L = 1;
+    while (2 * L <= 32 && 2 * L * 16 <= hd) L *= 2;
+    const int dpl = (hd + L - 1) / L, per_warp = 32 / L;
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, sub = lane / L, part = lane % L;
+    for (int pr0 = warp * per_warp; pr0 < qpg * nk; pr0 += PERSIST_CONSUMER_WARPS * per_warp) {
+        const int pr = pr0 + sub;  // (the loop is uniform over the warp: the shuffles)
+        float dot = 0.0f;
+        if (pr < qpg * nk) {
+            const int i = pr / nk, r = pr % nk;
+            const float* qi = q + i * hd;
+            const KV* kr = K + (long)r * hd;
+            for (int d = part * dpl; d < min(hd, (part + 1) * dpl); ++d) dot = fmaf(qi[d], ld(kr + d), dot);
+        }
+        for (int o = L / 2; o > 0; o >>= 1) dot += __shfl_xor_sync(0xffffffffu, dot, o);
+        if (pr < qpg * nk && part == 0) s[(pr / nk) * kps + pr % nk] = dot;
+    }
+    persist_consumers_sync();
+    // per head (a warp each): the new maximum, p_ir in place of s_ir, alpha and l
+    for (int i = warp; i < qpg; i += PERSIST_CONSUMER_WARPS) {
+        float mx = -INFINITY;
+        for (int r = lane; r < nk; r += 32) mx = fmaxf(mx, s[i * kps + r]);
+        const float mn = fmaxf(m[i], warp_max(mx));
+        float sum = 0.0f;
+        for (int r = lane; r < nk; r += 32) {
+            const float pj = expf(s[i * kps + r] - mn);
+            s[i * kps + r] = pj;
+            sum += pj;
+        }
+        sum = warp_sum(sum);
+        if (lane == 0) {
+            const float alpha = expf(m[i] - mn);  // 0 before the first key (m = -inf)
+            al[i] = alpha;
+            l[i] = l[i] * alpha + sum;
+            m[i] = mn;
+        }
+    }
+    persist_consumers_sync();
+    // acc_i = acc_i alpha_i + sum_r p_ir v_r: a thread per (i, d), eight keys' loads at a time
+    for (int t = threadIdx.x; t < qpg * hd; t += PERSIST_CONSUMERS) {
+        const int i = t / hd, d = t % hd;
+        const float* pi = s + i * kps;
+        float a = acc[t] * al[i];
+#pragma unroll 8
+        for (int r = 0; r < nk; ++r) a = fmaf(pi[r], ld(V + (long)r * hd + d), a);
+        acc[t] = a;
+    }
+    persist_consumers_sync();
+}
+
+// Op k, the ring attention, on the consumer warps (see persist_produce_attention); sc: the input
+// row's shared memory (sc_bytes), scratch: 32 floats for the reductions.
+template <typename T>
+__device__ void persist_ring_attention(const RingAttention<T>& at, int k, unsigned& stage, const unsigned char* ring,
+                                       PersistRing& rb, float* sc, int sc_bytes, float* scratch) {
+    persist_pass(k);
+    const int p = ring_att_pos;
+    int g, j0, j1;
+    bool own;
+    if (!at.share(p, g, j0, j1, own)) return;
+    const int qpg = at.qpg(), hd = at.hd(), kps = at.keys_per_stage(), B = at.splits();
+    if (ring_att_scratch_floats(qpg, hd, kps, B) * 4 > sc_bytes) __trap();  // (the host sizes it)
+    float *q = sc, *acc = q + (qpg + 2) * hd, *m = acc + qpg * hd + qpg * kps, *l = m + qpg;
+    float *w = l + 2 * qpg, *ls = w + B;  // the merge's
+    // qkv's row of the group, [q heads of g | k_g | v_g] (this token's), in one pass: q scaled
+    const T* grp = at.qkv() + (long)g * (qpg + 2) * hd;
+    const float scale = 1.0f / sqrtf((float)hd);
+    for (int t = threadIdx.x; t < (qpg + 2) * hd; t += PERSIST_CONSUMERS) {
+        const float v = ld(grp + t);
+        q[t] = t < qpg * hd ? v * scale : v;
+    }
+    for (int t = threadIdx.x; t < qpg * hd; t += PERSIST_CONSUMERS) acc[t] = 0.0f;
+    for (int i = threadIdx.x; i < qpg; i += PERSIST_CONSUMERS) {
+        m[i] = -INFINITY;
+        l[i] = 0.0f;
+    }
+    persist_consumers_sync();
+    const int n = at.stages(j0, j1);
+    for (int i = 0; i < n; ++i) {
+        const unsigned idx = stage + i, slot = idx % PERSIST_SLOTS;
+        mbar_wait(&rb.full[slot], (idx / PERSIST_SLOTS) & 1);
+        const int nk = min(kps, j1 - (j0 + i * kps));
+        const T* K = reinterpret_cast<const T*>(ring + rb.offset[slot]);
+        ring_att_keys(sc, K, K + (long)nk * hd, nk, qpg, hd, kps);
+        if (threadIdx.x == 0) mbar_arrive(&rb.empty[slot]);
+    }
+    stage += n;
+    if (own) ring_att_keys(sc, q + qpg * hd, q + (qpg + 1) * hd, 1, qpg, hd, kps);
+
+    // this range's partial softmax of each head, then count the block done
+    const int c = (int)blockIdx.x % B;
+    float* part = at.part();
+    for (int t = threadIdx.x; t < qpg * (hd + 2); t += PERSIST_CONSUMERS) {
+        const int i = t / (hd + 2), d = t % (hd + 2);
+        part[((long)(g * qpg + i) * B + c) * (hd + 2) + d] = d < hd ? acc[i * hd + d] : d == hd ? m[i] : l[i];
+    }
+    __shared__ int ring_att_last;
+    __threadfence();
+    persist_consumers_sync();
+    if (threadIdx.x == 0) ring_att_last = atomicAdd(at.done() + g, 1u) == (unsigned)(B - 1);
+    persist_consumers_sync();
+    if (!ring_att_last) return;
+    __threadfence();
+    // the group's last block: merge each head's B ranges, store the output and this token's k, v
+    for (int i = 0; i < qpg; ++i) {
+        const float* src = part + (long)(g * qpg + i) * B * (hd + 2);
+        float big = -INFINITY;
+        for (int r = threadIdx.x; r < B; r += PERSIST_CONSUMERS) {
+            w[r] = __ldcg(src + (long)r * (hd + 2) + hd);
+            ls[r] = __ldcg(src + (long)r * (hd + 2) + hd + 1);
+            big = fmaxf(big, w[r]);
+        }
+        big = group_max(PersistConsumers{}, big, scratch);  // (its barriers publish w and ls)
+        float lsum = 0.0f;
+        for (int r = threadIdx.x; r < B; r += PERSIST_CONSUMERS) {
+            const float wt = w[r] == -INFINITY ? 0.0f : expf(w[r] - big);
+            w[r] = wt;
+            lsum += wt * ls[r];
+        }
+        const float inv_l = 1.0f / group_sum(PersistConsumers{}, lsum, scratch);  // (and the weights)
+        T* o = at.out() + (long)(g * qpg + i) * hd;
+        for (int d = threadIdx.x; d < hd; d += PERSIST_CONSUMERS) {
+            // RING_ATT_MERGE_LOADS ranges' values requested before the first is used
+            float a = 0.0f;
+            for (int r0 = 0; r0 < B; r0 += RING_ATT_MERGE_LOADS) {
+                float v[RING_ATT_MERGE_LOADS];
+#pragma unroll
+                for (int j = 0; j < RING_ATT_MERGE_LOADS; ++j)
+                    v[j] = r0 + j < B ? __ldcg(src + (long)(r0 + j) * (hd + 2) + d) : 0.0f;
+#pragma unroll
+                for (int j = 0; j < RING_ATT_MERGE_LOADS; ++j)
+                    if (r0 + j < B) a = fmaf(v[j], w[r0 + j], a);
+            }
+            st(o + d, a * inv_l);
+        }
+        persist_consumers_sync();  // w and ls serve the next head
+    }
+    if (at.cap() > 0) {
+        const long sl = at.slot(p, g);
+        for (int d = threadIdx.x; d < hd; d += PERSIST_CONSUMERS) {
+            at.k_cache()[sl + d] = grp[qpg * hd + d];
+            at.v_cache()[sl + d] = grp[(qpg + 1) * hd + d];
+        }
+    }
+    if (threadIdx.x == 0) at.done()[g] = 0u;
+}
+
