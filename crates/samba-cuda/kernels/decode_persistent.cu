@@ -28,12 +28,13 @@
 //                after it (the ring is reclaimed in issue order)
 //
 // so the DRAM keeps streaming through the barriers up to the ring's size (~100 KB per block, two
-// blocks per SM: ~6 us at the bandwidth floor). The other ops (the embedding, the scan step, the
-// position advance) run as virtual blocks of their recorded grid on the consumer warps, with the
-// same bodies as their own kernels (g.threads() = 128, g.thread(), g.sync()). The decoding
+// blocks per SM: ~6 us at the bandwidth floor). The other ops (the embedding, the position
+// advance, and the scan step where its wide form does not fit) run as virtual blocks of their
+// recorded grid on the consumer warps, with the same bodies as their own kernels (g.threads() =
+// 128, g.thread(), g.sync()); the scan step's wide form is ScanStepWide below. The decoding
 // attention runs as its own kernel between two launches, or, in the _attention entries, as
-// virtual blocks here too (opt-in: its registers make the dense phases spill), or in the _ring
-// entries as a phase with its keys streamed through the ring (opt-in; RingAttention below).
+// virtual blocks here too (opt-in: its registers make the dense phases spill), or in the _streamed
+// entries as a phase with its keys streamed through the ring (opt-in; StreamedAttention below).
 //
 // Measured on the H200 (docs/gpu.md, "Weights streamed through shared memory"): the producer's
 // copies run near the bandwidth floor while it issues; what is left is the phases' dependent
@@ -60,8 +61,8 @@
 // What sits between two barriers is kept short: the launch's table is copied into shared memory
 // at the start (no L2 round trip to read the next op); each thread requests its first unit's
 // epilogue reads (the residual for +=, cos and sin, the conv state) before the input row, so they
-// land during the dot products; the scan step requests its weights, state, u and z into L2 before
-// its barrier. Mamba's x_proj, where the host folds it (src/model/xproj_fold.rs), is no phase of
+// land during the dot products; the scan step loads what does not depend on the op before (its
+// weights, the scan state) before its barrier. Mamba's x_proj, where the host folds it (src/model/xproj_fold.rs), is no phase of
 // its own: in_proj's phase adds each block's share of it (persist_fold). PERSIST_TIMELINE prints,
 // per op, when the blocks started and finished it.
 //
@@ -70,7 +71,7 @@
 //
 // Before this file (src/compile.rs): kernels/persist_core.cuh (the sizes and op kinds, the grid
 // barrier, mbarriers and bulk copies, the diagnostics, the ring's bookkeeping) and
-// kernels/persist_ring_attention.cuh (the decoding attention as a phase, opt-in).
+// kernels/persist_streamed_attention.cuh (the decoding attention as a phase, opt-in).
 // ---- a dense op, read from its table row (the arguments of gemv_fwd / gemv_swiglu_fwd /
 // gemv_rope_fwd / gemv_conv_fwd, in their entries' order)
 
@@ -210,15 +211,15 @@ __device__ __forceinline__ float persist_store(const PersistDense<T>& op, int u,
 
 // ---- the producer warp
 
-template <typename T, bool RING>
+template <typename T, bool STREAMED>
 __device__ void persist_produce(const u64* ops, int n_ops, unsigned char* ring, unsigned ring_bytes, PersistRing& rb) {
     const int lane = threadIdx.x & 31;
     PersistStream q{0, 0, 0, 0};
     for (int k = 0; k < n_ops; ++k) {
         const u64* d = ops + (long)k * PERSIST_OP_WORDS;
         const int kind = (int)d[0];
-        if constexpr (RING)
-            if (kind == PERSIST_RING_ATTENTION) persist_produce_attention<T>(RingAttention<T>{d + 4}, q, ring, ring_bytes, rb);
+        if constexpr (STREAMED)
+            if (kind == PERSIST_STREAMED_ATTENTION) persist_produce_streamed_attention<T>(StreamedAttention<T>{d + 4}, q, ring, ring_bytes, rb);
         if (!PersistDense<T>::is_dense(kind)) continue;
         const PersistDense<T> op(kind, d + 4);
         int u0, u1, per;
@@ -261,8 +262,8 @@ __device__ void persist_produce(const u64* ops, int n_ops, unsigned char* ring, 
 #endif
             q.commit(bytes);
         }
-        // x_proj^T's rows of the block's channels, one stage after the op's own (one copy: the
-        // rows are consecutive; the host made every row whole 16-byte vectors)
+        // x_proj^T's rows of the block's channels, one stage after the op's own (a copy per row,
+        // the lanes' in flight together: the host made every row whole 16-byte vectors)
         int c0, c1;
         if (op.fold_range(u0, u1, c0, c1)) {
             const unsigned bytes = (unsigned)((c1 - c0) * op.fold_stride() * (int)sizeof(T));
@@ -459,7 +460,7 @@ __device__ void persist_fold(const PersistDense<T>& op, int nc, unsigned& stage,
     const int n = op.fold_n(), stride = op.fold_stride();
     float* acc = op.fold_acc() + (long)(blockIdx.x % PERSIST_FOLD_COPIES) * stride;
     // thread t: outputs [4 g, 4 g + 4), g = t % groups, of channels s, s + splits, ... (s = t /
-    // groups): every consumer thread takes part (176 outputs: 44 groups, 2 splits)
+    // groups): as many threads as fit (176 outputs: 44 groups, 2 splits, 88 threads)
     const int groups = (n + 3) / 4, splits = max(1, PERSIST_CONSUMERS / groups);
     for (int t = threadIdx.x; t < groups * splits; t += PERSIST_CONSUMERS) {
         const int j = 4 * (t % groups);  // (stride: whole 16 bytes, so j + 3 < stride)
@@ -550,9 +551,10 @@ __device__ __forceinline__ void persist_other(int kind, const u64* a, const Pers
 }
 
 // The scan step (mamba_decode.cu), its virtual blocks v0, v0 + stride, ... one after the other on
-// each half of the consumers. Before barrier k, what does not depend on x_proj's output (the
-// weights, the scan state, in_proj's u and z) is requested into L2 (prefetch: no registers held),
-// so after it every virtual block's loads are L2 hits. (Run as plain virtual blocks after the
+// each half of the consumers. Before barrier k, the weights, the scan state, in_proj's u and z
+// are requested into L2 (prefetch: no registers held; u and z may still be being written when
+// x_proj is folded into in_proj's phase, so they are loaded only after the barrier), so after it
+// every virtual block's loads are L2 hits. (Run as plain virtual blocks after the
 // barrier, each of the 2-3 per block waited for its DRAM reads in turn: ~9 us per scan step for
 // ~0.5 us of bytes.)
 template <typename T>
@@ -563,8 +565,8 @@ __device__ __forceinline__ ScanStepArgs<T> persist_scan_args(const u64* a) {
 }
 // With x_proj folded into in_proj's phase (persist_fold), the host set a[13] = x_dbl's f32 sums
 // (PERSIST_FOLD_COPIES copies a[16] floats apart, added here after the barrier and rounded to T as
-// x_proj stores its output, in place of x_dbl), a[14] = the sums of the next folded layer and
-// a[15] = x_dbl's length: block 0 zeroes the next layer's copies here, between their last reads
+// x_proj stores its output, in place of x_dbl; a[15] is unused) and a[14] = the sums of the next
+// folded layer: block 0 zeroes the next layer's copies here, between their last reads
 // (that layer's scan step, a step ago) and their next additions (its in_proj phase, after more
 // barriers). Their first use starts from zeroed memory.
 __device__ __forceinline__ const float* persist_scan_sums(const u64* a) { return (const float*)a[13]; }
@@ -739,7 +741,7 @@ __device__ bool persist_scan_wide(const u64* d, int k, float* xd, int xd_bytes) 
 
 // Dynamic shared memory: xs [xs_bytes] (the input row), ys [ys_floats] (a block's sums of one op),
 // the ring [ring_bytes], then the table [n_ops][PERSIST_OP_WORDS]; every part 16-byte aligned.
-template <typename T, bool ATTENTION, bool RING>
+template <typename T, bool ATTENTION, bool STREAMED>
 __device__ void decode_persistent(const u64* ops, int n_ops, u64* count, u64 base, int poll_ns, int xs_bytes,
                                   int ys_floats, int ring_bytes) {
     extern __shared__ __align__(16) unsigned char persist_smem[];
@@ -776,15 +778,15 @@ __device__ void decode_persistent(const u64* ops, int n_ops, u64* count, u64 bas
         if (blockIdx.x == 0) tl_launch = atomicAdd(&persist_tl_launches, 1u);
     }
 #endif
-    if constexpr (RING) {
-        // every ring attention op reads the same position array: any one sets ring_att_pos
+    if constexpr (STREAMED) {
+        // every streamed attention op reads the same position array: any one sets stream_att_pos
         for (int k = threadIdx.x; k < n_ops; k += blockDim.x)
-            if ((int)ops_in[(long)k * PERSIST_OP_WORDS] == PERSIST_RING_ATTENTION)
-                ring_att_pos = *RingAttention<T>{ops_in + (long)k * PERSIST_OP_WORDS + 4}.pos();
+            if ((int)ops_in[(long)k * PERSIST_OP_WORDS] == PERSIST_STREAMED_ATTENTION)
+                stream_att_pos = *StreamedAttention<T>{ops_in + (long)k * PERSIST_OP_WORDS + 4}.pos();
     }
     __syncthreads();
     if (threadIdx.x >= PERSIST_CONSUMERS) {
-        persist_produce<T, RING>(ops, n_ops, ring, (unsigned)ring_bytes, rb);
+        persist_produce<T, STREAMED>(ops, n_ops, ring, (unsigned)ring_bytes, rb);
 #ifdef PERSIST_PROFILE
         asm volatile("bar.sync 15, %0;" ::"n"(PERSIST_THREADS) : "memory");
 #endif
@@ -798,10 +800,10 @@ __device__ void decode_persistent(const u64* ops, int n_ops, u64* count, u64 bas
             persist_consume<T>(PersistDense<T>(kind, d + 4), k, stage, ring, rb, xs, ys, scratch);
             continue;
         }
-        if constexpr (RING) {
-            if (kind == PERSIST_RING_ATTENTION) {
+        if constexpr (STREAMED) {
+            if (kind == PERSIST_STREAMED_ATTENTION) {
                 PERSIST_PROF_START;
-                persist_ring_attention<T>(RingAttention<T>{d + 4}, k, stage, ring, rb, reinterpret_cast<float*>(xs),
+                persist_streamed_attention<T>(StreamedAttention<T>{d + 4}, k, stage, ring, rb, reinterpret_cast<float*>(xs),
                                           xs_bytes, scratch);
                 PERSIST_PROF_LAP(PROF_OTHER);
                 continue;
@@ -878,20 +880,21 @@ __device__ void decode_persistent(const u64* ops, int n_ops, u64* count, u64 bas
 }
 
 // sm_90 and later (the host checks the compute capability); for older targets the entries trap.
-// The _attention entries also run the decoding attention (compiled in, it costs the dense phases
-// registers: ptxas -v, 224 bytes of spills at 166 registers against none).
+// The _attention entries also run the decoding attention's kernel body (compiled in, it costs the
+// dense phases registers: ptxas -v, 208 bytes of spills at 168 registers against none); the
+// _streamed entries run it as a streamed phase (ptxas -v: 16 bytes of spills in bf16).
 #define PERSIST_ARGS \
     const u64 *ops, int n_ops, u64 *count, u64 base, int poll_ns, int xs_bytes, int ys_floats, int ring_bytes
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-#define PERSIST_RUN(T, attention, ring) \
-    decode_persistent<T, attention, ring>(ops, n_ops, count, base, poll_ns, xs_bytes, ys_floats, ring_bytes)
+#define PERSIST_RUN(T, attention, streamed) \
+    decode_persistent<T, attention, streamed>(ops, n_ops, count, base, poll_ns, xs_bytes, ys_floats, ring_bytes)
 #else
-#define PERSIST_RUN(T, attention, ring) __trap()
+#define PERSIST_RUN(T, attention, streamed) __trap()
 #endif
 #define PERSIST_LAUNCH __launch_bounds__(PERSIST_THREADS, PERSIST_MIN_BLOCKS)
 extern "C" __global__ void PERSIST_LAUNCH decode_persistent_f32(PERSIST_ARGS) { PERSIST_RUN(float, false, false); }
 extern "C" __global__ void PERSIST_LAUNCH decode_persistent_bf16(PERSIST_ARGS) { PERSIST_RUN(bf16_t, false, false); }
 extern "C" __global__ void PERSIST_LAUNCH decode_persistent_attention_f32(PERSIST_ARGS) { PERSIST_RUN(float, true, false); }
 extern "C" __global__ void PERSIST_LAUNCH decode_persistent_attention_bf16(PERSIST_ARGS) { PERSIST_RUN(bf16_t, true, false); }
-extern "C" __global__ void PERSIST_LAUNCH decode_persistent_ring_f32(PERSIST_ARGS) { PERSIST_RUN(float, false, true); }
-extern "C" __global__ void PERSIST_LAUNCH decode_persistent_ring_bf16(PERSIST_ARGS) { PERSIST_RUN(bf16_t, false, true); }
+extern "C" __global__ void PERSIST_LAUNCH decode_persistent_streamed_f32(PERSIST_ARGS) { PERSIST_RUN(float, false, true); }
+extern "C" __global__ void PERSIST_LAUNCH decode_persistent_streamed_bf16(PERSIST_ARGS) { PERSIST_RUN(bf16_t, false, true); }

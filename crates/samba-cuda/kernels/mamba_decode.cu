@@ -106,8 +106,9 @@ struct ScanStepItem {
 
 __device__ __forceinline__ void prefetch_l2(const void* p) { asm volatile("prefetch.global.L2 [%0];" ::"l"(p)); }
 
-// Requests into L2 the bytes of thread t of sequence b that do not depend on x_proj's output (the
-// weights, the state, u and z): the 32-byte sectors of its channel's rows, one per thread.
+// Requests into L2 the bytes of thread t of sequence b besides x_proj's output (the weights, the
+// state, u and z): the 32-byte sectors of its channel's rows, one per thread. (A prefetch of u and
+// z that races in_proj's writes only costs a wasted request: the loads come after the wait.)
 template <typename T>
 __device__ void scan_step_prefetch_l2(const ScanStepArgs<T>& p, long t, int b) {
     const int N = p.d_state, e = (int)(t / N), n = (int)(t % N);

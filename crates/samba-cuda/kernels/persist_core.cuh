@@ -1,5 +1,5 @@
 // The persistent decoding kernel's shared parts (kernels/decode_persistent.cu says how the kernel
-// works; this file comes before it and kernels/persist_ring_attention.cuh): its sizes and op
+// works; this file comes before it and kernels/persist_streamed_attention.cuh): its sizes and op
 // kinds, the grid barrier, mbarriers and bulk copies, the diagnostics (PERSIST_TIMELINE,
 // PERSIST_PROFILE), a recorded op's grid, the ring's bookkeeping, the producer's place in the
 // ring and the consumer threads as a group.
@@ -30,7 +30,7 @@
 #define PERSIST_SCAN_STEP 6
 #define PERSIST_ATTENTION 7
 #define PERSIST_POSITIONS 8
-#define PERSIST_RING_ATTENTION 9  // the decoding attention through the ring (opt-in; see below)
+#define PERSIST_STREAMED_ATTENTION 9  // the decoding attention through the ring (opt-in; see below)
 
 typedef unsigned long long u64;
 

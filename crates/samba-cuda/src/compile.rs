@@ -189,16 +189,16 @@ pub const DECODE_PERSISTENT: KernelFile = kernel_file!(
         include_str!("../kernels/attention_decode.cu"),
         "\n// ---- kernels/persist_core.cuh\n",
         include_str!("../kernels/persist_core.cuh"),
-        "\n// ---- kernels/persist_ring_attention.cuh\n",
-        include_str!("../kernels/persist_ring_attention.cuh"),
+        "\n// ---- kernels/persist_streamed_attention.cuh\n",
+        include_str!("../kernels/persist_streamed_attention.cuh"),
     ),
     [
         "decode_persistent_f32",
         "decode_persistent_bf16",
         "decode_persistent_attention_f32",
         "decode_persistent_attention_bf16",
-        "decode_persistent_ring_f32",
-        "decode_persistent_ring_bf16"
+        "decode_persistent_streamed_f32",
+        "decode_persistent_streamed_bf16"
     ]
 );
 

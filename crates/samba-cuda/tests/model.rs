@@ -205,25 +205,25 @@ fn decode_case<T: Elem>(
             "{name}: layers with x_proj folded"
         );
     }
-    // SAMBA_PERSIST_ATTENTION=ring: every attention layer runs as a phase of the persistent step
+    // SAMBA_PERSIST_ATTENTION=stream: every attention layer runs as a phase of the persistent step
     if acts.persistent_active()
-        && std::env::var("SAMBA_PERSIST_ATTENTION").is_ok_and(|v| v == "ring")
+        && std::env::var("SAMBA_PERSIST_ATTENTION").is_ok_and(|v| v == "stream")
     {
         let attention = (0..config.n_layer)
             .flat_map(|i| config.layout.sublayers(i))
             .filter(|s| matches!(s, Sublayer::WindowAttention | Sublayer::FullAttention))
             .count();
         assert_eq!(
-            acts.persistent_ring_attention_layers(),
+            acts.persistent_streamed_attention_layers(),
             attention,
-            "{name}: attention layers run as ring phases"
+            "{name}: attention layers run as streamed phases"
         );
     }
     let graph = if acts.persistent_active() {
         format!(
-            "persistent kernel, x_proj folded in {} layers, {} ring attention layers",
+            "persistent kernel, x_proj folded in {} layers, {} streamed attention layers",
             acts.persistent_folded_layers(),
-            acts.persistent_ring_attention_layers()
+            acts.persistent_streamed_attention_layers()
         )
     } else if acts.graph_captured() {
         "graph".to_string()

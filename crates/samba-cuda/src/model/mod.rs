@@ -26,8 +26,8 @@ mod mamba;
 mod mlp;
 mod persistent;
 mod plan;
-mod ring_attention;
 mod state;
+mod streamed_attention;
 mod xproj_fold;
 
 pub use decode::DecodeKernels;

@@ -6,8 +6,8 @@
 //! at the barriers and compute. So the DRAM keeps streaming while the phases' dependent work (the
 //! barrier, the input row, the epilogue) runs. The decoding attention runs as its own kernel
 //! between two persistent launches, so Samba-1.3B's step is 10 persistent launches and 9
-//! attention kernels instead of 102 kernels (SAMBA_PERSIST_ATTENTION=ring makes it a phase too:
-//! ring_attention.rs).
+//! attention kernels instead of 102 kernels (SAMBA_PERSIST_ATTENTION=stream makes it a phase too:
+//! streamed_attention.rs).
 //!
 //! The table of phases is recorded, not written by hand: the fused step (fused.rs) runs once with
 //! the device recording its launches (ops/pdl.rs) inside a stream capture, so nothing runs. Every
@@ -24,8 +24,8 @@ use cudarc::driver::sys::{CUgraphInstantiate_flags, CUstreamCaptureMode};
 use cudarc::driver::{sys, CudaFunction, DevicePtr, LaunchConfig};
 
 use super::plan::CudaActivations;
-use super::ring_attention::RingShape;
 use super::state::CudaDecodeState;
+use super::streamed_attention::StreamedShape;
 use super::xproj_fold::{fold_sites, transposed_stride, XProjFold};
 use super::CudaModel;
 use crate::compile::{ATTENTION_DECODE, DECODE_PERSISTENT};
@@ -65,9 +65,10 @@ enum OpKind {
     ScanStep = 6,
     Attention = 7,
     Positions = 8,
-    /// The decoding attention as a ring phase (ring_attention.rs): attention_decode_fwd's
+    /// The decoding attention as a phase with its keys streamed (streamed_attention.rs):
+    /// attention_decode_fwd's
     /// arguments, recorded as Attention and converted.
-    RingAttention = 9,
+    StreamedAttention = 9,
 }
 
 impl OpKind {
@@ -95,7 +96,7 @@ impl OpKind {
             OpKind::ScanStep => 13,
             OpKind::Attention => 13,
             OpKind::Positions => 3,
-            OpKind::RingAttention => 13,
+            OpKind::StreamedAttention => 13,
         }
     }
 }
@@ -229,8 +230,8 @@ fn push_op(segments: &mut Vec<Segment>, index: usize) {
 
 /// The op that runs as a kernel of its own between persistent launches, unless
 /// SAMBA_PERSIST_ATTENTION=1 and the persistent kernel runs one virtual block at a time (the
-/// attention's shared arrays serve one), or SAMBA_PERSIST_ATTENTION=ring and it runs as a phase
-/// with its keys streamed through the ring (ring_attention.rs).
+/// attention's shared arrays serve one), or SAMBA_PERSIST_ATTENTION=stream and it runs as a phase
+/// with its keys streamed through the ring (streamed_attention.rs).
 const OWN_KERNEL: &str = "attention_decode_fwd";
 
 /// Where the decoding attention runs (SAMBA_PERSIST_ATTENTION).
@@ -241,16 +242,16 @@ enum AttentionPlace {
     /// `1`: its kernel's body as virtual blocks (measured slower: its registers spill the dense
     /// phases).
     VirtualBlocks,
-    /// `ring`: a phase with its keys and values streamed through the ring (correct on the H200,
-    /// not yet faster: docs/gpu.md).
-    Ring,
+    /// `stream`: a phase with its keys and values streamed through the ring (its first version
+    /// was correct on the H200 but slower; the reworked kernel is not yet run: docs/gpu.md).
+    Streamed,
 }
 
 impl AttentionPlace {
     fn from_env() -> AttentionPlace {
         match std::env::var("SAMBA_PERSIST_ATTENTION").as_deref() {
             Ok("1") => AttentionPlace::VirtualBlocks,
-            Ok("ring") => AttentionPlace::Ring,
+            Ok("stream") => AttentionPlace::Streamed,
             _ => AttentionPlace::OwnKernel,
         }
     }
@@ -273,11 +274,13 @@ pub(crate) struct PersistentStep {
     pub rope_generation: u64,
     /// Mamba layers whose x_proj runs folded into in_proj's phase (xproj_fold.rs).
     pub folded_layers: usize,
-    /// Attention layers run as ring phases (ring_attention.rs).
-    pub ring_attention_layers: usize,
-    /// The buffers the table's words point into besides the activations, the state and the
-    /// weights (the folded x_proj's, the ring attention's partials), kept alive.
-    _owned: Vec<Box<dyn std::any::Any + Send + Sync>>,
+    /// Attention layers run as streamed phases (streamed_attention.rs).
+    pub streamed_attention_layers: usize,
+    /// Buffers the table's words point into besides the activations, the state and the weights,
+    /// kept alive: the folded x_proj's (an `XProjFold<T>`, T erased) and the streamed
+    /// attention's partials.
+    _fold: Option<Box<dyn std::any::Any + Send + Sync>>,
+    _attention_partials: Option<Buffer<f32>>,
 }
 
 impl PersistentStep {
@@ -294,7 +297,7 @@ impl PersistentStep {
         let name = entry::<T>(match place {
             AttentionPlace::OwnKernel => "decode_persistent",
             AttentionPlace::VirtualBlocks => "decode_persistent_attention",
-            AttentionPlace::Ring => "decode_persistent_ring",
+            AttentionPlace::Streamed => "decode_persistent_streamed",
         });
         let (function, threads, dynamic, blocks) = size_grid(dev, &name)?;
         let attention_inside =
@@ -327,25 +330,25 @@ impl PersistentStep {
                 .is_some_and(|f| f.sites().iter().any(|s| s.x_proj == i))
         };
         let mut table = Vec::with_capacity(launches.len() * OP_WORDS);
-        let mut row_of = vec![usize::MAX; launches.len()];
+        let mut row_of = vec![None; launches.len()];
         let mut segments = Vec::new();
         let mut shapes = Vec::new();
-        let mut rings = Vec::new(); // (table row, shape) of the ring attention ops
+        let mut streamed = Vec::new(); // (table row, shape) of the streamed attention ops
         let mut n_ops = 0;
         for (i, l) in launches.into_iter().enumerate() {
             if folded(i) {
                 continue;
             }
-            let ring = (place == AttentionPlace::Ring)
-                .then(|| RingShape::of(&l, blocks, elem))
+            let streams = (place == AttentionPlace::Streamed)
+                .then(|| StreamedShape::of(&l, blocks, elem))
                 .flatten();
-            if let Some(shape) = ring {
+            if let Some(shape) = streams {
                 let mut row = op_words(&l)?;
-                row[0] = OpKind::RingAttention as u64;
+                row[0] = OpKind::StreamedAttention as u64;
                 row[4 + 12] = shape.splits as u64;
                 // (the partials' address is set below, once the buffer exists)
                 table.extend(row);
-                rings.push((n_ops, shape));
+                streamed.push((n_ops, shape));
                 push_op(&mut segments, n_ops);
                 n_ops += 1;
                 continue;
@@ -374,7 +377,7 @@ impl PersistentStep {
             let row = op_words(&l)?;
             shapes.extend(OpKind::of(l.what).and_then(|k| DenseShape::of(k, &row[4..])));
             table.extend(row);
-            row_of[i] = n_ops;
+            row_of[i] = Some(n_ops);
             push_op(&mut segments, n_ops);
             n_ops += 1;
         }
@@ -383,7 +386,12 @@ impl PersistentStep {
         }
         if let Some(fold) = &fold {
             for (launch, arg, value) in fold.words() {
-                table[row_of[launch] * OP_WORDS + 4 + arg] = value;
+                let row = row_of[launch].ok_or_else(|| {
+                    unsupported(format!(
+                        "the folded x_proj's launch {launch} has no table row"
+                    ))
+                })?;
+                table[row * OP_WORDS + 4 + arg] = value;
             }
             // the ring holds a block's rows of x_proj^T as one stage; the scan step's fallback
             // stages x_dbl's row as T where the input row goes
@@ -394,14 +402,24 @@ impl PersistentStep {
                 rows_per_unit: 1,
             });
         }
-        // The ring attention ops share one partials buffer (each op's are read by its own
+        // The streamed attention ops share one partials buffer (each op's are read by its own
         // merge before the next attention op writes them: barriers apart), and their scratch
         // sits where the input row goes.
-        let mut owned: Vec<Box<dyn std::any::Any + Send + Sync>> = Vec::new();
-        if let Some(len) = rings.iter().map(|(_, r)| r.partials()).max() {
+        let mut attention_partials = None;
+        // (every streamed op reads the same position array: the kernel reads it once per launch)
+        let pos_of = |row: usize| table[row * OP_WORDS + 4 + 6];
+        if streamed
+            .iter()
+            .any(|(row, _)| pos_of(*row) != pos_of(streamed[0].0))
+        {
+            return Err(unsupported(
+                "the streamed attention ops read different position arrays".into(),
+            ));
+        }
+        if let Some(len) = streamed.iter().map(|(_, r)| r.partials()).max() {
             let part = dev.zeros::<f32>(len)?;
             let (part_ptr, guard) = part.device_ptr(dev.stream());
-            for (row, shape) in &rings {
+            for (row, shape) in &streamed {
                 table[row * OP_WORDS + 4 + 1] = part_ptr;
                 let scratch = shape.scratch_floats(elem) * size_of::<f32>();
                 shapes.push(DenseShape {
@@ -411,7 +429,7 @@ impl PersistentStep {
                 });
             }
             drop(guard);
-            owned.push(Box::new(part));
+            attention_partials = Some(part);
         }
         let launch_ops = segments
             .iter()
@@ -422,8 +440,8 @@ impl PersistentStep {
             .max()
             .unwrap_or(0);
         let layout = SharedLayout::plan(&shapes, launch_ops, size_of::<T>(), blocks, dynamic)?;
-        // (the ring attention's stages too: a ring smaller than one would never have room)
-        if let Some(stage) = rings.iter().map(|(_, r)| r.stage_bytes(elem)).max() {
+        // (the streamed attention's stages too: a ring smaller than one would never have room)
+        if let Some(stage) = streamed.iter().map(|(_, r)| r.stage_bytes(elem)).max() {
             if layout.ring_bytes < stage {
                 return Err(unsupported(format!(
                     "the ring of {} bytes cannot hold the attention's stage of {stage} bytes",
@@ -443,11 +461,9 @@ impl PersistentStep {
             state_id: state.id,
             rope_generation: state.rope_generation,
             folded_layers: fold.as_ref().map_or(0, |f| f.sites().len()),
-            ring_attention_layers: rings.len(),
-            _owned: owned
-                .into_iter()
-                .chain(fold.map(|f| Box::new(f) as Box<dyn std::any::Any + Send + Sync>))
-                .collect(),
+            streamed_attention_layers: streamed.len(),
+            _fold: fold.map(|f| Box::new(f) as Box<dyn std::any::Any + Send + Sync>),
+            _attention_partials: attention_partials,
         })
     }
 
@@ -852,7 +868,7 @@ mod tests {
             ("PERSIST_SCAN_STEP", OpKind::ScanStep),
             ("PERSIST_ATTENTION", OpKind::Attention),
             ("PERSIST_POSITIONS", OpKind::Positions),
-            ("PERSIST_RING_ATTENTION", OpKind::RingAttention),
+            ("PERSIST_STREAMED_ATTENTION", OpKind::StreamedAttention),
         ] {
             assert_eq!(define(name), kind as u64, "{name}");
             assert!(kind.args() <= MAX_ARGS);
@@ -864,12 +880,12 @@ mod tests {
             super::super::xproj_fold::FOLD_COPIES
         );
         assert_eq!(
-            define("RING_ATT_MAX_KEYS") as usize,
-            super::super::ring_attention::MAX_KEYS
+            define("STREAM_ATT_MAX_KEYS") as usize,
+            super::super::streamed_attention::MAX_KEYS
         );
         assert_eq!(
-            define("RING_ATT_STAGE_BYTES") as usize,
-            super::super::ring_attention::STAGE_BYTES
+            define("STREAM_ATT_STAGE_BYTES") as usize,
+            super::super::streamed_attention::STAGE_BYTES
         );
         assert_eq!(define("PERSIST_CONSUMERS") as u32 % VBLOCK, 0);
         assert_eq!(define("PERSIST_VBLOCK") as u32, VBLOCK);

@@ -176,12 +176,12 @@ impl<T: Elem> CudaActivations<T> {
         self.persistent.as_ref().map_or(0, |p| p.folded_layers)
     }
 
-    /// The attention layers the last persistent step ran as ring phases (0 without a persistent
-    /// step; SAMBA_PERSIST_ATTENTION=ring).
-    pub fn persistent_ring_attention_layers(&self) -> usize {
+    /// The attention layers the last persistent step ran as streamed phases (0 without a persistent
+    /// step; SAMBA_PERSIST_ATTENTION=stream).
+    pub fn persistent_streamed_attention_layers(&self) -> usize {
         self.persistent
             .as_ref()
-            .map_or(0, |p| p.ring_attention_layers)
+            .map_or(0, |p| p.streamed_attention_layers)
     }
 
     /// Why recording the persistent step failed, if it did.

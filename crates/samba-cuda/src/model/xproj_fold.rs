@@ -15,8 +15,8 @@
 //! less per Mamba layer, and the order of x_proj's additions changes from run to run.
 //!
 //! What the fold needs, recorded here from the fused step's launches: W^T, a copy made once per
-//! recorded step (1.6 MB a layer for Samba-1.3B), with rows padded to whole 16-byte vectors (one
-//! bulk copy per block), and f32 sums per folded layer. At least two folded layers, so each
+//! recorded step (1.6 MB a layer for Samba-1.3B), with rows padded to whole 16-byte vectors (a
+//! bulk copy per row), and f32 sums per folded layer. At least two folded layers, so each
 //! layer's sums are zeroed by another layer's scan step (kernels/decode_persistent.cu says when).
 
 use cudarc::driver::DevicePtr;
@@ -176,7 +176,6 @@ impl<T: Elem> XProjFold<T> {
                 (s.conv, 19, self.stride as u64),
                 (s.scan, 13, sums_at(i)),
                 (s.scan, 14, sums_at((i + 1) % self.sites.len())),
-                (s.scan, 15, s.n_out as u64),
                 (s.scan, 16, self.stride as u64),
             ]);
         }

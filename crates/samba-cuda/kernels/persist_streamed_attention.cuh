@@ -1,8 +1,7 @@
 // The decoding attention as a phase of the persistent decoding kernel (kernels/decode_persistent.cu;
-// its shared parts: kernels/persist_core.cuh), its keys and values streamed through the ring.
-
-// ---- the decoding attention through the ring (kind PERSIST_RING_ATTENTION; opt-in,
-// SAMBA_PERSIST_ATTENTION=ring, src/model/persistent.rs; its first version was correct on the
+// its shared parts: kernels/persist_core.cuh), its keys and values streamed through the
+// shared-memory ring like weights (kind PERSIST_STREAMED_ATTENTION; opt-in,
+// SAMBA_PERSIST_ATTENTION=stream, src/model/persistent.rs). Its first version was correct on the
 // H200 but its phase took ~19 us at 1K context, slower than the kernel of its own; this version
 // (key p, the scores and the merge reworked) is not yet run on the GPU: docs/gpu.md)
 //
@@ -13,35 +12,36 @@
 //   block b < kv_heads B takes kv group g = b / B and the c = b % B-th of B equal ranges of the
 //   keys query position p sees (first..=p, first = max(0, p - window + 1) with a window), every
 //   query head of the group at once;
-//   its producer copies the range's cached keys and values (rows of k_cache, v_cache at ring
-//   slot j % cap) into the ring, a stage of up to keys_per_stage() keys at a time: [K rows | V
-//   rows]. They do not depend on the token, so they stream before the barrier like weights;
+//   its producer copies the range's cached keys and values (rows of k_cache, v_cache at KV
+//   cache slot j % cap) into the ring, a stage of up to keys_per_stage() keys at a time:
+//   [K rows | V rows]. They do not depend on the token, so they stream before the barrier like weights;
 //   its consumers, after the barrier, stage q (scaled by 1 / sqrt(hd)), and per stage update
-//   the online softmax of each query head i over the stage's keys r:
+//   the online softmax of each query head i over the stage's keys r (with 8 lanes per (i, r)):
 //     s_ir = q_i . k_r,  m' = max(m, max_r s_ir),  p_ir = exp(s_ir - m'),
 //     l = l exp(m - m') + sum_r p_ir,  acc_i = acc_i exp(m - m') + sum_r p_ir v_r;
 //   the block that holds key p takes it from qkv (this token's, roped) after its stages;
 //   each block writes (acc_i, m_i, l_i) to part [heads, B, hd + 2]; the group's last block to
 //   finish (counted in done[g], which it sets back to 0) merges the B ranges of each head as
-//   attention_decode_merge does, stores the output (T) and this token's key and value into ring
-//   slot p % cap: after every block of the group has read its stages.
+//   attention_decode_merge does (16 ranges' values requested at once), stores the output (T) and
+//   this token's key and value into KV cache slot p % cap: after every block of the group has
+//   read its stages.
 // Scratch (f32, in the input row's shared memory): qkv's row of the group [qpg hd | k_p hd | v_p
 // hd] (q scaled), acc [qpg hd], s [qpg kps], m, l, alpha [qpg], then the merge's weights and l's
-// [B] (ring_att_scratch_floats; the host sizes the input row's memory for it).
-#define RING_ATT_MAX_KEYS 64        // keys per stage at most
-#define RING_ATT_STAGE_BYTES 16384  // a stage's K and V rows at most (the host sizes the scratch)
+// [B] (stream_att_scratch_floats; the host sizes the input row's memory for it).
+#define STREAM_ATT_MAX_KEYS 64        // keys per stage at most
+#define STREAM_ATT_STAGE_BYTES 16384  // a stage's K and V rows at most (the host sizes the scratch)
 
 // Query position p (batch 1), read once per launch before the block's consumers start: so before
 // any block can pass the barrier of the launch's position advance (block 0 runs it after every
 // block arrived), whatever the producer's pace.
-__shared__ int ring_att_pos;
+__shared__ int stream_att_pos;
 
-__host__ __device__ inline int ring_att_scratch_floats(int qpg, int hd, int kps, int splits) {
+__host__ __device__ inline int stream_att_scratch_floats(int qpg, int hd, int kps, int splits) {
     return (2 * qpg + 2) * hd + qpg * kps + 3 * qpg + 2 * splits;
 }
 
 template <typename T>
-struct RingAttention {
+struct StreamedAttention {
     const u64* a;  // attention_decode_fwd's arguments
     __device__ T* out() const { return (T*)a[0]; }
     __device__ float* part() const { return (float*)a[1]; }
@@ -59,7 +59,7 @@ struct RingAttention {
     __device__ int qpg() const { return heads() / kv_heads(); }
     __device__ int row_bytes() const { return hd() * (int)sizeof(T); }
     __device__ int keys_per_stage() const {
-        return max(1, min(RING_ATT_MAX_KEYS, RING_ATT_STAGE_BYTES / (2 * row_bytes())));
+        return max(1, min(STREAM_ATT_MAX_KEYS, STREAM_ATT_STAGE_BYTES / (2 * row_bytes())));
     }
     // This block's share at position p: kv group g, cached keys [j0, j1), and whether it takes
     // key p (qkv's) too; false for a block past kv_heads B.
@@ -83,12 +83,12 @@ struct RingAttention {
 
 // The producer's part: the block's cached keys and values, stage by stage.
 template <typename T>
-__device__ void persist_produce_attention(const RingAttention<T>& at, PersistStream& q, unsigned char* ring,
+__device__ void persist_produce_streamed_attention(const StreamedAttention<T>& at, PersistStream& q, unsigned char* ring,
                                           unsigned ring_bytes, PersistRing& rb) {
     const int lane = threadIdx.x & 31;
     int g, j0, j1;
     bool own;  // (key p is the consumers')
-    if (!at.share(ring_att_pos, g, j0, j1, own)) return;
+    if (!at.share(stream_att_pos, g, j0, j1, own)) return;
     const int kps = at.keys_per_stage(), rbytes = at.row_bytes();
     for (int s0 = j0; s0 < j1; s0 += kps) {
         const int nk = min(kps, j1 - s0);
@@ -106,12 +106,12 @@ __device__ void persist_produce_attention(const RingAttention<T>& at, PersistStr
     }
 }
 
-// The consumers' part of the ring attention: the online softmax over nk keys (K, V: rows of hd
+// The consumers' part of the streamed attention: the online softmax over nk keys (K, V: rows of hd
 // elements, bf16 or f32, in the ring or staged from qkv), every query head of the group; ends
 // with the consumers' barrier.
-#define RING_ATT_MERGE_LOADS 16  // ranges whose values the merge loads at once
+#define STREAM_ATT_MERGE_LOADS 16  // ranges whose values the merge loads at once
 template <typename KV>
-__device__ void ring_att_keys(float* sc, const KV* K, const KV* V, int nk, int qpg, int hd, int kps) {
+__device__ void stream_att_keys(float* sc, const KV* K, const KV* V, int nk, int qpg, int hd, int kps) {
     float *q = sc, *acc = q + (qpg + 2) * hd, *s = acc + qpg * hd, *m = s + qpg * kps, *l = m + qpg, *al = l + qpg;
     // s_ir = q_i . k_r: L lanes per (i, r) (a power of two, ~16 dimensions a lane), 32 / L pairs
     // per warp at once, log2(L) shuffles each
@@ -164,18 +164,18 @@ __device__ void ring_att_keys(float* sc, const KV* K, const KV* V, int nk, int q
     persist_consumers_sync();
 }
 
-// Op k, the ring attention, on the consumer warps (see persist_produce_attention); sc: the input
+// Op k, the streamed attention, on the consumer warps (see persist_produce_streamed_attention); sc: the input
 // row's shared memory (sc_bytes), scratch: 32 floats for the reductions.
 template <typename T>
-__device__ void persist_ring_attention(const RingAttention<T>& at, int k, unsigned& stage, const unsigned char* ring,
+__device__ void persist_streamed_attention(const StreamedAttention<T>& at, int k, unsigned& stage, const unsigned char* ring,
                                        PersistRing& rb, float* sc, int sc_bytes, float* scratch) {
     persist_pass(k);
-    const int p = ring_att_pos;
+    const int p = stream_att_pos;
     int g, j0, j1;
     bool own;
     if (!at.share(p, g, j0, j1, own)) return;
     const int qpg = at.qpg(), hd = at.hd(), kps = at.keys_per_stage(), B = at.splits();
-    if (ring_att_scratch_floats(qpg, hd, kps, B) * 4 > sc_bytes) __trap();  // (the host sizes it)
+    if (stream_att_scratch_floats(qpg, hd, kps, B) * 4 > sc_bytes) __trap();  // (the host sizes it)
     float *q = sc, *acc = q + (qpg + 2) * hd, *m = acc + qpg * hd + qpg * kps, *l = m + qpg;
     float *w = l + 2 * qpg, *ls = w + B;  // the merge's
     // qkv's row of the group, [q heads of g | k_g | v_g] (this token's), in one pass: q scaled
@@ -197,11 +197,11 @@ __device__ void persist_ring_attention(const RingAttention<T>& at, int k, unsign
         mbar_wait(&rb.full[slot], (idx / PERSIST_SLOTS) & 1);
         const int nk = min(kps, j1 - (j0 + i * kps));
         const T* K = reinterpret_cast<const T*>(ring + rb.offset[slot]);
-        ring_att_keys(sc, K, K + (long)nk * hd, nk, qpg, hd, kps);
+        stream_att_keys(sc, K, K + (long)nk * hd, nk, qpg, hd, kps);
         if (threadIdx.x == 0) mbar_arrive(&rb.empty[slot]);
     }
     stage += n;
-    if (own) ring_att_keys(sc, q + qpg * hd, q + (qpg + 1) * hd, 1, qpg, hd, kps);
+    if (own) stream_att_keys(sc, q + qpg * hd, q + (qpg + 1) * hd, 1, qpg, hd, kps);
 
     // this range's partial softmax of each head, then count the block done
     const int c = (int)blockIdx.x % B;
@@ -210,12 +210,12 @@ __device__ void persist_ring_attention(const RingAttention<T>& at, int k, unsign
         const int i = t / (hd + 2), d = t % (hd + 2);
         part[((long)(g * qpg + i) * B + c) * (hd + 2) + d] = d < hd ? acc[i * hd + d] : d == hd ? m[i] : l[i];
     }
-    __shared__ int ring_att_last;
+    __shared__ int stream_att_last;
     __threadfence();
     persist_consumers_sync();
-    if (threadIdx.x == 0) ring_att_last = atomicAdd(at.done() + g, 1u) == (unsigned)(B - 1);
+    if (threadIdx.x == 0) stream_att_last = atomicAdd(at.done() + g, 1u) == (unsigned)(B - 1);
     persist_consumers_sync();
-    if (!ring_att_last) return;
+    if (!stream_att_last) return;
     __threadfence();
     // the group's last block: merge each head's B ranges, store the output and this token's k, v
     for (int i = 0; i < qpg; ++i) {
@@ -236,15 +236,15 @@ __device__ void persist_ring_attention(const RingAttention<T>& at, int k, unsign
         const float inv_l = 1.0f / group_sum(PersistConsumers{}, lsum, scratch);  // (and the weights)
         T* o = at.out() + (long)(g * qpg + i) * hd;
         for (int d = threadIdx.x; d < hd; d += PERSIST_CONSUMERS) {
-            // RING_ATT_MERGE_LOADS ranges' values requested before the first is used
+            // STREAM_ATT_MERGE_LOADS ranges' values requested before the first is used
             float a = 0.0f;
-            for (int r0 = 0; r0 < B; r0 += RING_ATT_MERGE_LOADS) {
-                float v[RING_ATT_MERGE_LOADS];
+            for (int r0 = 0; r0 < B; r0 += STREAM_ATT_MERGE_LOADS) {
+                float v[STREAM_ATT_MERGE_LOADS];
 #pragma unroll
-                for (int j = 0; j < RING_ATT_MERGE_LOADS; ++j)
+                for (int j = 0; j < STREAM_ATT_MERGE_LOADS; ++j)
                     v[j] = r0 + j < B ? __ldcg(src + (long)(r0 + j) * (hd + 2) + d) : 0.0f;
 #pragma unroll
-                for (int j = 0; j < RING_ATT_MERGE_LOADS; ++j)
+                for (int j = 0; j < STREAM_ATT_MERGE_LOADS; ++j)
                     if (r0 + j < B) a = fmaf(v[j], w[r0 + j], a);
             }
             st(o + d, a * inv_l);

@@ -1,7 +1,8 @@
 //! The decoding attention as a phase of the persistent step, its keys and values streamed
-//! through the ring (kernels/persist_ring_attention.cuh: `RingAttention`; opt-in,
-//! SAMBA_PERSIST_ATTENTION=ring; correct on the H200, not yet faster than the kernel of its own:
-//! docs/gpu.md, "The decoding attention as a phase").
+//! through the ring (kernels/persist_streamed_attention.cuh: `StreamedAttention`; opt-in,
+//! SAMBA_PERSIST_ATTENTION=stream). Its first version was correct on the H200 but slower than the
+//! kernel of its own; the reworked kernel is not yet run on the GPU (docs/gpu.md, "The decoding
+//! attention as a phase").
 //!
 //! As a kernel of its own between two persistent launches, the decoding attention costs
 //! Samba-1.3B's step ~22 us per attention layer (the kernel, the persistent kernel's tail and its
@@ -15,13 +16,13 @@
 use crate::ops::pdl::RecordedLaunch;
 
 /// Keys per stage at most, and a stage's K and V rows at most
-/// (kernels/persist_ring_attention.cuh: RING_ATT_MAX_KEYS, RING_ATT_STAGE_BYTES).
+/// (kernels/persist_streamed_attention.cuh: STREAM_ATT_MAX_KEYS, STREAM_ATT_STAGE_BYTES).
 pub(crate) const MAX_KEYS: usize = 64;
 pub(crate) const STAGE_BYTES: usize = 16384;
 
-/// What a ring attention op needs, from its recorded attention_decode_fwd launch.
+/// What a streamed attention op needs, from its recorded attention_decode_fwd launch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct RingShape {
+pub(crate) struct StreamedShape {
     pub heads: usize,
     pub kv_heads: usize,
     pub head_dim: usize,
@@ -29,10 +30,10 @@ pub(crate) struct RingShape {
     pub splits: usize,
 }
 
-impl RingShape {
+impl StreamedShape {
     /// The shape of a recorded attention_decode_fwd launch run by `blocks` blocks, if the ring
     /// attention can take it: batch 1, whole 16-byte rows of keys, a block per kv group at least.
-    pub fn of(l: &RecordedLaunch, blocks: usize, elem: usize) -> Option<RingShape> {
+    pub fn of(l: &RecordedLaunch, blocks: usize, elem: usize) -> Option<StreamedShape> {
         if l.what != "attention_decode_fwd" || l.args.len() != 13 || l.grid.2 != 1 {
             return None;
         }
@@ -43,7 +44,7 @@ impl RingShape {
             && head_dim > 0
             && (head_dim * elem) % 16 == 0
             && kv_heads <= blocks;
-        fits.then_some(RingShape {
+        fits.then_some(StreamedShape {
             heads,
             kv_heads,
             head_dim,
@@ -52,7 +53,7 @@ impl RingShape {
     }
 
     /// Keys of one stage: K and V rows of at most STAGE_BYTES together, MAX_KEYS at most
-    /// (kernels/persist_ring_attention.cuh: `RingAttention::keys_per_stage`).
+    /// (kernels/persist_streamed_attention.cuh: `StreamedAttention::keys_per_stage`).
     pub fn keys_per_stage(&self, elem: usize) -> usize {
         (STAGE_BYTES / (2 * self.head_dim * elem)).clamp(1, MAX_KEYS)
     }
@@ -64,7 +65,7 @@ impl RingShape {
 
     /// f32 scratch in the input row's shared memory: qkv's row of the group [(qpg + 2) hd], acc
     /// [qpg hd], the scores [qpg keys], m, l and alpha [qpg], the merge's weights and l's [B]
-    /// (kernels/persist_ring_attention.cuh: `ring_att_scratch_floats`).
+    /// (kernels/persist_streamed_attention.cuh: `stream_att_scratch_floats`).
     pub fn scratch_floats(&self, elem: usize) -> usize {
         let qpg = self.heads / self.kv_heads;
         (2 * qpg + 2) * self.head_dim + qpg * self.keys_per_stage(elem) + 3 * qpg + 2 * self.splits
@@ -96,7 +97,7 @@ mod tests {
 
     #[test]
     fn samba_1_3b_splits_each_head_over_14_blocks() {
-        let s = RingShape::of(&attention(18, 18, 128, 1), 264, 2).expect("fits");
+        let s = StreamedShape::of(&attention(18, 18, 128, 1), 264, 2).expect("fits");
         assert_eq!(s.splits, 14);
         // 16 KB stages of K and V rows of 256 bytes: 32 keys
         assert_eq!(s.keys_per_stage(2), 32);
@@ -108,7 +109,7 @@ mod tests {
     #[test]
     fn grouped_heads_share_a_block_and_small_heads_cap_the_stage() {
         // 4 query heads per kv group, head dim 8 in bf16: 16-byte rows, 512 would fit a stage
-        let s = RingShape::of(&attention(8, 2, 8, 1), 264, 2).expect("fits");
+        let s = StreamedShape::of(&attention(8, 2, 8, 1), 264, 2).expect("fits");
         assert_eq!(s.splits, 132);
         assert_eq!(s.keys_per_stage(2), MAX_KEYS);
         assert_eq!(s.stage_bytes(2), 2 * 64 * 16);
@@ -117,12 +118,12 @@ mod tests {
 
     #[test]
     fn launches_it_cannot_take_stay_kernels() {
-        assert_eq!(RingShape::of(&attention(4, 4, 128, 2), 264, 2), None); // batch 2
-        assert_eq!(RingShape::of(&attention(4, 4, 4, 1), 264, 2), None); // 8-byte rows
-        assert_eq!(RingShape::of(&attention(6, 4, 64, 1), 264, 2), None); // 6 heads over 4 groups
-        assert_eq!(RingShape::of(&attention(8, 8, 64, 1), 4, 2), None); // fewer blocks than groups
+        assert_eq!(StreamedShape::of(&attention(4, 4, 128, 2), 264, 2), None); // batch 2
+        assert_eq!(StreamedShape::of(&attention(4, 4, 4, 1), 264, 2), None); // 8-byte rows
+        assert_eq!(StreamedShape::of(&attention(6, 4, 64, 1), 264, 2), None); // 6 heads over 4 groups
+        assert_eq!(StreamedShape::of(&attention(8, 8, 64, 1), 4, 2), None); // fewer blocks than groups
         let mut other = attention(4, 4, 64, 1);
         other.what = "gemv_fwd";
-        assert_eq!(RingShape::of(&other, 264, 2), None);
+        assert_eq!(StreamedShape::of(&other, 264, 2), None);
     }
 }
