@@ -140,10 +140,10 @@ struct PersistDense {
     // x_proj folded into in_proj's phase (conv ops, when the host set a[16..20); see
     // persist_fold): x_proj^T [d_inner, stride] (T, rows 16-byte aligned), the f32 sums x_dbl
     // [n] it adds into, and this block's channels [c0, c1) of u (its units below d_inner).
-    __device__ const T* fold_w() const { return kind == PERSIST_GEMV_CONV ? (const T*)a[16] : nullptr; }
-    __device__ float* fold_acc() const { return (float*)a[17]; }
-    __device__ int fold_n() const { return (int)a[18]; }
-    __device__ int fold_stride() const { return (int)a[19]; }
+    __device__ const T* fold_w() const { return kind == PERSIST_GEMV_CONV ? (const T*)a[PERSIST_FOLD_W] : nullptr; }
+    __device__ float* fold_acc() const { return (float*)a[PERSIST_FOLD_SUMS]; }
+    __device__ int fold_n() const { return (int)a[PERSIST_FOLD_N]; }
+    __device__ int fold_stride() const { return (int)a[PERSIST_FOLD_STRIDE]; }
     __device__ bool fold_range(int u0, int u1, int& c0, int& c1) const {
         c0 = u0;
         c1 = min(u1, (int)a[5]);
@@ -563,16 +563,16 @@ __device__ __forceinline__ ScanStepArgs<T> persist_scan_args(const u64* a) {
                            INT(5),           PTR(6, const T*), PTR(7, const T*), PTR(8, const T*), PTR(9, const T*),
                            INT(10),          INT(11),          INT(12)};
 }
-// With x_proj folded into in_proj's phase (persist_fold), the host set a[13] = x_dbl's f32 sums
-// (PERSIST_FOLD_COPIES copies a[16] floats apart, added here after the barrier and rounded to T as
-// x_proj stores its output, in place of x_dbl; a[15] is unused) and a[14] = the sums of the next
-// folded layer: block 0 zeroes the next layer's copies here, between their last reads
+// With x_proj folded into in_proj's phase (persist_fold), the host set a[PERSIST_SCAN_SUMS] =
+// x_dbl's f32 sums (PERSIST_FOLD_COPIES copies a[PERSIST_SCAN_STRIDE] floats apart, added here
+// after the barrier and rounded to T as x_proj stores its output, in place of x_dbl) and
+// a[PERSIST_SCAN_ZERO] = the sums of the next folded layer: block 0 zeroes the next layer's copies here, between their last reads
 // (that layer's scan step, a step ago) and their next additions (its in_proj phase, after more
 // barriers). Their first use starts from zeroed memory.
-__device__ __forceinline__ const float* persist_scan_sums(const u64* a) { return (const float*)a[13]; }
+__device__ __forceinline__ const float* persist_scan_sums(const u64* a) { return (const float*)a[PERSIST_SCAN_SUMS]; }
 __device__ __forceinline__ float persist_scan_sum(const u64* a, int i) {
     const float* sums = persist_scan_sums(a) + i;
-    const long stride = (long)a[16];
+    const long stride = (long)a[PERSIST_SCAN_STRIDE];
     float v[PERSIST_FOLD_COPIES];
 #pragma unroll
     for (int c = 0; c < PERSIST_FOLD_COPIES; ++c) v[c] = __ldcg(sums + c * stride);
@@ -582,8 +582,8 @@ __device__ __forceinline__ float persist_scan_sum(const u64* a, int i) {
     return s;
 }
 __device__ __forceinline__ void persist_scan_zero_next(const u64* a) {
-    float* next = (float*)a[14];
-    const int n = PERSIST_FOLD_COPIES * (int)a[16];
+    float* next = (float*)a[PERSIST_SCAN_ZERO];
+    const int n = PERSIST_FOLD_COPIES * (int)a[PERSIST_SCAN_STRIDE];
     if (next && blockIdx.x == 0)
         for (int i = threadIdx.x; i < n; i += PERSIST_CONSUMERS) next[i] = 0.0f;
 }

@@ -32,6 +32,17 @@
 #define PERSIST_POSITIONS 8
 #define PERSIST_STREAMED_ATTENTION 9  // the decoding attention through the ring (opt-in; see below)
 
+// Arguments the host adds to recorded ops (src/model/xproj_fold.rs), past their entries' own:
+// in_proj + conv step's, with x_proj folded into it (PersistDense::fold_*),
+#define PERSIST_FOLD_W 16       // x_proj^T [d_inner, stride] (T)
+#define PERSIST_FOLD_SUMS 17    // x_dbl's f32 sums, PERSIST_FOLD_COPIES copies
+#define PERSIST_FOLD_N 18       // x_dbl's length
+#define PERSIST_FOLD_STRIDE 19  // a row of x_proj^T and a copy of the sums (elements)
+// and the scan step's after it (persist_scan_sums)
+#define PERSIST_SCAN_SUMS 13    // x_dbl's sums, read in place of x_dbl
+#define PERSIST_SCAN_ZERO 14    // the next folded layer's sums, zeroed here
+#define PERSIST_SCAN_STRIDE 16  // PERSIST_FOLD_STRIDE's value
+
 typedef unsigned long long u64;
 
 __device__ __forceinline__ u64 persist_ld_acquire(const u64* p) {

@@ -875,10 +875,17 @@ mod tests {
         }
         assert_eq!(define("PERSIST_MAX_ARGS") as usize, MAX_ARGS);
         assert_eq!(define("PERSIST_STAGE_BYTES") as usize, STAGE_BYTES);
-        assert_eq!(
-            define("PERSIST_FOLD_COPIES") as usize,
-            super::super::xproj_fold::FOLD_COPIES
-        );
+        use super::super::xproj_fold::{CONV_ARGS, FOLD_COPIES, SCAN_ARGS};
+        assert_eq!(define("PERSIST_FOLD_COPIES") as usize, FOLD_COPIES);
+        let conv =
+            ["W", "SUMS", "N", "STRIDE"].map(|n| define(&format!("PERSIST_FOLD_{n}")) as usize);
+        assert_eq!(conv, CONV_ARGS);
+        let scan =
+            ["SUMS", "ZERO", "STRIDE"].map(|n| define(&format!("PERSIST_SCAN_{n}")) as usize);
+        assert_eq!(scan, SCAN_ARGS);
+        // the fold's arguments come after the conv step's and the scan step's own
+        assert!(OpKind::GemvConv.args() <= CONV_ARGS[0] && CONV_ARGS[3] < MAX_ARGS);
+        assert!(OpKind::ScanStep.args() <= SCAN_ARGS[0] && SCAN_ARGS[2] < MAX_ARGS);
         assert_eq!(
             define("STREAM_ATT_MAX_KEYS") as usize,
             super::super::streamed_attention::MAX_KEYS

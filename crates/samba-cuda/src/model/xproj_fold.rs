@@ -30,6 +30,12 @@ use crate::{Buffer, Elem};
 /// (kernels/decode_persistent.cu: PERSIST_FOLD_COPIES).
 pub(crate) const FOLD_COPIES: usize = 8;
 
+/// The arguments the fold adds to the table's rows (kernels/persist_core.cuh: PERSIST_FOLD_*,
+/// PERSIST_SCAN_*): the conv step's x_proj^T, x_dbl's sums, x_dbl's length and the stride; the
+/// scan step's sums, the next layer's sums and the stride.
+pub(crate) const CONV_ARGS: [usize; 4] = [16, 17, 18, 19];
+pub(crate) const SCAN_ARGS: [usize; 3] = [13, 14, 16];
+
 /// One Mamba layer of the recorded step: its in_proj + conv step, x_proj and scan step launches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct FoldSite {
@@ -170,13 +176,13 @@ impl<T: Elem> XProjFold<T> {
         let mut words = Vec::new();
         for (i, s) in self.sites.iter().enumerate() {
             words.extend([
-                (s.conv, 16, w + i as u64 * layer_bytes),
-                (s.conv, 17, sums_at(i)),
-                (s.conv, 18, s.n_out as u64),
-                (s.conv, 19, self.stride as u64),
-                (s.scan, 13, sums_at(i)),
-                (s.scan, 14, sums_at((i + 1) % self.sites.len())),
-                (s.scan, 16, self.stride as u64),
+                (s.conv, CONV_ARGS[0], w + i as u64 * layer_bytes),
+                (s.conv, CONV_ARGS[1], sums_at(i)),
+                (s.conv, CONV_ARGS[2], s.n_out as u64),
+                (s.conv, CONV_ARGS[3], self.stride as u64),
+                (s.scan, SCAN_ARGS[0], sums_at(i)),
+                (s.scan, SCAN_ARGS[1], sums_at((i + 1) % self.sites.len())),
+                (s.scan, SCAN_ARGS[2], self.stride as u64),
             ]);
         }
         words
