@@ -72,6 +72,7 @@
 // Before this file (src/compile.rs): kernels/persist_core.cuh (the sizes and op kinds, the grid
 // barrier, mbarriers and bulk copies, the diagnostics, the ring's bookkeeping) and
 // kernels/persist_streamed_attention.cuh (the decoding attention as a phase, opt-in).
+
 // ---- a dense op, read from its table row (the arguments of gemv_fwd / gemv_swiglu_fwd /
 // gemv_rope_fwd / gemv_conv_fwd, in their entries' order)
 
@@ -137,7 +138,7 @@ struct PersistDense {
     __device__ int row_stride() const { return (int)(((long)in * sizeof(T) + 15) & ~15L); }
     __device__ bool vec16() const { return ((long)in * sizeof(T)) % 16 == 0 && gemv_aligned(w); }
 
-    // x_proj folded into in_proj's phase (conv ops, when the host set a[16..20); see
+    // x_proj folded into in_proj's phase (conv ops, when the host set a[PERSIST_FOLD_*]; see
     // persist_fold): x_proj^T [d_inner, stride] (T, rows 16-byte aligned), the f32 sums x_dbl
     // [n] it adds into, and this block's channels [c0, c1) of u (its units below d_inner).
     __device__ const T* fold_w() const { return kind == PERSIST_GEMV_CONV ? (const T*)a[PERSIST_FOLD_W] : nullptr; }
@@ -219,7 +220,8 @@ __device__ void persist_produce(const u64* ops, int n_ops, unsigned char* ring, 
         const u64* d = ops + (long)k * PERSIST_OP_WORDS;
         const int kind = (int)d[0];
         if constexpr (STREAMED)
-            if (kind == PERSIST_STREAMED_ATTENTION) persist_produce_streamed_attention<T>(StreamedAttention<T>{d + 4}, q, ring, ring_bytes, rb);
+            if (kind == PERSIST_STREAMED_ATTENTION)
+                persist_produce_streamed_attention<T>(StreamedAttention<T>{d + 4}, q, ring, ring_bytes, rb);
         if (!PersistDense<T>::is_dense(kind)) continue;
         const PersistDense<T> op(kind, d + 4);
         int u0, u1, per;
@@ -270,11 +272,10 @@ __device__ void persist_produce(const u64* ops, int n_ops, unsigned char* ring, 
             const unsigned slot = q.claim(bytes, ring_bytes, rb);
             if (lane == 0) mbar_arrive_expect(&rb.full[slot], bytes);
             __syncwarp();
-            // a copy per row, the lanes' in flight together
-            const unsigned rb_bytes = (unsigned)(op.fold_stride() * (int)sizeof(T));
+            const unsigned row_bytes = (unsigned)(op.fold_stride() * (int)sizeof(T));
             for (int r = lane; r < c1 - c0; r += 32)
-                bulk_copy(ring + q.head % ring_bytes + (long)r * rb_bytes,
-                          op.fold_w() + (long)(c0 + r) * op.fold_stride(), rb_bytes, &rb.full[slot]);
+                bulk_copy(ring + q.head % ring_bytes + (long)r * row_bytes,
+                          op.fold_w() + (long)(c0 + r) * op.fold_stride(), row_bytes, &rb.full[slot]);
             __syncwarp();
             q.commit(bytes);
         }
@@ -566,9 +567,9 @@ __device__ __forceinline__ ScanStepArgs<T> persist_scan_args(const u64* a) {
 // With x_proj folded into in_proj's phase (persist_fold), the host set a[PERSIST_SCAN_SUMS] =
 // x_dbl's f32 sums (PERSIST_FOLD_COPIES copies a[PERSIST_SCAN_STRIDE] floats apart, added here
 // after the barrier and rounded to T as x_proj stores its output, in place of x_dbl) and
-// a[PERSIST_SCAN_ZERO] = the sums of the next folded layer: block 0 zeroes the next layer's copies here, between their last reads
-// (that layer's scan step, a step ago) and their next additions (its in_proj phase, after more
-// barriers). Their first use starts from zeroed memory.
+// a[PERSIST_SCAN_ZERO] = the sums of the next folded layer: block 0 zeroes the next layer's
+// copies here, between their last reads (that layer's scan step, a step ago) and their next
+// additions (its in_proj phase, after more barriers). Their first use starts from zeroed memory.
 __device__ __forceinline__ const float* persist_scan_sums(const u64* a) { return (const float*)a[PERSIST_SCAN_SUMS]; }
 __device__ __forceinline__ float persist_scan_sum(const u64* a, int i) {
     const float* sums = persist_scan_sums(a) + i;
@@ -628,8 +629,8 @@ __device__ void persist_scan_step(const u64* d, int k, T* xs, int xs_bytes) {
 // that does not depend on the op before (dt_proj's row, A, D, the bias, h) is issued before the
 // barrier, and after it, u and z (in_proj's outputs: with x_proj folded into in_proj's phase, the
 // op right before) with x_dbl's row (dt_low | B | C), staged once per block in shared memory: one
-// L2 round trip instead of one per virtual block. Measured (H200, Samba-1.3B, 2026-11-29): the scan phase 8.0 -> 2.3-2.6 us,
-// the step 1.264 -> 1.191 ms.
+// L2 round trip instead of one per virtual block. Measured (H200, Samba-1.3B, 2026-11-29): the
+// scan phase 8.0 -> 2.3-2.6 us, the step 1.264 -> 1.191 ms.
 #ifndef PERSIST_SCAN_WIDE
 #define PERSIST_SCAN_WIDE 1
 #endif

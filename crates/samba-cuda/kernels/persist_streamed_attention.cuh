@@ -83,8 +83,8 @@ struct StreamedAttention {
 
 // The producer's part: the block's cached keys and values, stage by stage.
 template <typename T>
-__device__ void persist_produce_streamed_attention(const StreamedAttention<T>& at, PersistStream& q, unsigned char* ring,
-                                          unsigned ring_bytes, PersistRing& rb) {
+__device__ void persist_produce_streamed_attention(const StreamedAttention<T>& at, PersistStream& q,
+                                                   unsigned char* ring, unsigned ring_bytes, PersistRing& rb) {
     const int lane = threadIdx.x & 31;
     int g, j0, j1;
     bool own;  // (key p is the consumers')
@@ -164,8 +164,8 @@ __device__ void stream_att_keys(float* sc, const KV* K, const KV* V, int nk, int
     persist_consumers_sync();
 }
 
-// Op k, the streamed attention, on the consumer warps (see persist_produce_streamed_attention); sc: the input
-// row's shared memory (sc_bytes), scratch: 32 floats for the reductions.
+// Op k, the streamed attention, on the consumer warps (see persist_produce_streamed_attention);
+// sc: the input row's shared memory (sc_bytes), scratch: 32 floats for the reductions.
 template <typename T>
 __device__ void persist_streamed_attention(const StreamedAttention<T>& at, int k, unsigned& stage, const unsigned char* ring,
                                        PersistRing& rb, float* sc, int sc_bytes, float* scratch) {

@@ -25,7 +25,7 @@ use cudarc::driver::{sys, CudaFunction, DevicePtr, LaunchConfig};
 
 use super::plan::CudaActivations;
 use super::state::CudaDecodeState;
-use super::streamed_attention::StreamedShape;
+use super::streamed_attention::{StreamedShape, PARTIALS_ARG, POS_ARG, SPLITS_ARG};
 use super::xproj_fold::{fold_sites, transposed_stride, XProjFold};
 use super::CudaModel;
 use crate::compile::{ATTENTION_DECODE, DECODE_PERSISTENT};
@@ -345,7 +345,7 @@ impl PersistentStep {
             if let Some(shape) = streams {
                 let mut row = op_words(&l)?;
                 row[0] = OpKind::StreamedAttention as u64;
-                row[4 + 12] = shape.splits as u64;
+                row[4 + SPLITS_ARG] = shape.splits as u64;
                 // (the partials' address is set below, once the buffer exists)
                 table.extend(row);
                 streamed.push((n_ops, shape));
@@ -407,7 +407,7 @@ impl PersistentStep {
         // sits where the input row goes.
         let mut attention_partials = None;
         // (every streamed op reads the same position array: the kernel reads it once per launch)
-        let pos_of = |row: usize| table[row * OP_WORDS + 4 + 6];
+        let pos_of = |row: usize| table[row * OP_WORDS + 4 + POS_ARG];
         if streamed
             .iter()
             .any(|(row, _)| pos_of(*row) != pos_of(streamed[0].0))
@@ -420,7 +420,7 @@ impl PersistentStep {
             let part = dev.zeros::<f32>(len)?;
             let (part_ptr, guard) = part.device_ptr(dev.stream());
             for (row, shape) in &streamed {
-                table[row * OP_WORDS + 4 + 1] = part_ptr;
+                table[row * OP_WORDS + 4 + PARTIALS_ARG] = part_ptr;
                 let scratch = shape.scratch_floats(elem) * size_of::<f32>();
                 shapes.push(DenseShape {
                     input: scratch.div_ceil(elem),

@@ -20,6 +20,12 @@ use crate::ops::pdl::RecordedLaunch;
 pub(crate) const MAX_KEYS: usize = 64;
 pub(crate) const STAGE_BYTES: usize = 16384;
 
+/// Arguments of attention_decode_fwd the host reads or sets (kernels/attention_decode.cu: its
+/// entry's order): the partials buffer, the position array, and n_split (here B).
+pub(crate) const PARTIALS_ARG: usize = 1;
+pub(crate) const POS_ARG: usize = 6;
+pub(crate) const SPLITS_ARG: usize = 12;
+
 /// What a streamed attention op needs, from its recorded attention_decode_fwd launch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct StreamedShape {
