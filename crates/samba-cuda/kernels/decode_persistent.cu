@@ -76,6 +76,9 @@
 // ---- a dense op, read from its table row (the arguments of gemv_fwd / gemv_swiglu_fwd /
 // gemv_rope_fwd / gemv_conv_fwd, in their entries' order)
 
+#ifndef PERSIST_FOLD_BALANCE
+#define PERSIST_FOLD_BALANCE 0
+#endif
 template <typename T>
 struct PersistDense {
     int kind;
@@ -151,10 +154,24 @@ struct PersistDense {
         return fold_w() != nullptr && c1 > c0;
     }
 
+    // The first unit of block b: units [b n / G, (b + 1) n / G) are block b's. With x_proj folded
+    // and PERSIST_FOLD_BALANCE (an experiment: the host sizes the sums for n / G units), a unit
+    // weighs its bytes, so the x units (below d_inner, each with a row of x_proj^T too) are fewer
+    // per block than the z units and the blocks' streams end together.
+    __device__ int first_unit(int b) const {
+#if PERSIST_FOLD_BALANCE
+        if (fold_w()) {
+            const long d = (long)a[5], wz = row_stride(), wx = wz + (long)fold_stride() * (long)sizeof(T);
+            const long t = (long)b * (d * (wx + wz)) / gridDim.x;
+            return (int)(t < d * wx ? t / wx : d + (t - d * wx) / wz);
+        }
+#endif
+        return (int)((long)b * n_units / gridDim.x);
+    }
     // This block's units [u0, u1), and the units per stage.
     __device__ void share(int& u0, int& u1, int& per_stage) const {
-        u0 = (int)((long)blockIdx.x * n_units / gridDim.x);
-        u1 = (int)((long)(blockIdx.x + 1) * n_units / gridDim.x);
+        u0 = first_unit((int)blockIdx.x);
+        u1 = first_unit((int)blockIdx.x + 1);
         const int fit = max(1, PERSIST_STAGE_BYTES / (nr * row_stride()));
         const int even = max(1, (u1 - u0 + PERSIST_CONSUMER_WARPS - 1) / PERSIST_CONSUMER_WARPS);
         per_stage = min(fit, even);
@@ -221,7 +238,7 @@ __device__ void persist_produce(const u64* ops, int n_ops, unsigned char* ring, 
         const int kind = (int)d[0];
         if constexpr (STREAMED)
             if (kind == PERSIST_STREAMED_ATTENTION)
-                persist_produce_streamed_attention<T>(StreamedAttention<T>{d + 4}, q, ring, ring_bytes, rb);
+                persist_produce_streamed_attention<T>(StreamedAttention<T>{d + 4}, k, q, ring, ring_bytes, rb);
         if (!PersistDense<T>::is_dense(kind)) continue;
         const PersistDense<T> op(kind, d + 4);
         int u0, u1, per;
@@ -233,6 +250,7 @@ __device__ void persist_produce(const u64* ops, int n_ops, unsigned char* ring, 
             const int rows = units * op.nr;
             const unsigned bytes = (unsigned)(rows * rs);
             const unsigned slot = q.claim(bytes, ring_bytes, rb);
+            if (lane == 0 && s0 == u0) PERSIST_TL_MARK(k, 0);  // the first stage's room claimed
             unsigned char* dst = ring + q.head % ring_bytes;
 #ifdef PERSIST_PROFILE
             const long long t1 = clock64();
@@ -500,6 +518,7 @@ __device__ void persist_consume(const PersistDense<T>& op, int k, unsigned& stag
     PersistPre<T> pre;
     if (threadIdx.x < u1 - u0) persist_prefetch(op, u0 + threadIdx.x, pre);
     persist_stage_input(xs, op, nw, scratch);
+    if (threadIdx.x == 0) PERSIST_TL_MARK(k, 1);  // the input row staged
     PERSIST_PROF_LAP(PROF_INPUT);
     const int rs = op.row_stride();
     const bool vec = op.in % VEC == 0;
@@ -508,6 +527,7 @@ __device__ void persist_consume(const PersistDense<T>& op, int k, unsigned& stag
         const unsigned idx = stage + s, slot = idx % PERSIST_SLOTS;
         PERSIST_PROF_LAP(PROF_DOT);
         mbar_wait(&rb.full[slot], (idx / PERSIST_SLOTS) & 1);
+        if (threadIdx.x == 0 && s == 0) PERSIST_TL_MARK(k, 2);  // the first stage landed
         PERSIST_PROF_LAP(PROF_FULL);
         const unsigned char* base = ring + rb.offset[slot];
         const int s0 = u0 + s * per, rows = min(per, u1 - s0) * op.nr;
@@ -518,6 +538,7 @@ __device__ void persist_consume(const PersistDense<T>& op, int k, unsigned& stag
     PERSIST_PROF_LAP(PROF_DOT);
     stage += n_stages;
     persist_consumers_sync();
+    if (threadIdx.x == 0) PERSIST_TL_MARK(k, 3);  // every dot product done
     PERSIST_PROF_LAP(PROF_SYNC);
     for (int i = threadIdx.x; i < u1 - u0; i += PERSIST_CONSUMERS) {
         if (i != threadIdx.x) persist_prefetch(op, u0 + i, pre);
@@ -525,7 +546,9 @@ __device__ void persist_consume(const PersistDense<T>& op, int k, unsigned& stag
         if (op.kind == PERSIST_GEMV_CONV) ys[i] = uv;  // (one row per unit: this thread's own sum)
     }
     int c0, c1;
+    if (threadIdx.x == 0) PERSIST_TL_MARK(k, 4);  // the units stored
     if (op.fold_range(u0, u1, c0, c1)) persist_fold(op, c1 - c0, stage, ring, rb, ys);
+    if (threadIdx.x == 0) PERSIST_TL_MARK(k, 5);  // (and x_proj's part added)
     PERSIST_PROF_LAP(PROF_EPILOGUE);
 }
 
@@ -866,6 +889,17 @@ __device__ void decode_persistent(const u64* ops, int n_ops, u64* count, u64 bas
                    "work_max %llu\n",
                    tl_launch, k, (int)ops[(long)k * PERSIST_OP_WORDS], s_max - s_min, e_min - s_min, e_max - s_min,
                    w_sum / nb, w_max);
+            // the op's marks: those within 1 ms of the block's pass (set this launch)
+            for (int i = 0; i < PERSIST_TL_MARKS; ++i) {
+                double sum = 0.0;
+                int count = 0;
+                for (int b = 0; b < nb; ++b) {
+                    const double dt = (double)*(volatile u64*)&persist_tl_mark[k][b][i] -
+                                      (double)*(volatile u64*)&persist_tl_pass[k][b];
+                    if (dt > -1e6 && dt < 1e6) sum += dt, ++count;
+                }
+                if (count > 0) printf("PERSIST_TLM launch %u op %d mark %d blocks %d mean %.0f\n", tl_launch, k, i, count, sum / count);
+            }
         }
     }
 #endif

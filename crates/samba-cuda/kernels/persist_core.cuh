@@ -127,8 +127,15 @@ __device__ __forceinline__ u64 persist_now() {
 }
 #define PERSIST_TL(array, j) \
     if ((j) < PERSIST_TL_OPS && blockIdx.x < PERSIST_TL_BLOCKS) array[j][blockIdx.x] = persist_now()
+// Marks inside op k (PERSIST_TL_MARK(k, i), by one thread): block 0 prints, per mark, its mean
+// time after the block passed barrier k over the blocks that set it this launch (negative: before).
+#define PERSIST_TL_MARKS 8
+__device__ u64 persist_tl_mark[PERSIST_TL_OPS][PERSIST_TL_BLOCKS][PERSIST_TL_MARKS];
+#define PERSIST_TL_MARK(k, i) \
+    if ((k) < PERSIST_TL_OPS && blockIdx.x < PERSIST_TL_BLOCKS) persist_tl_mark[k][blockIdx.x][i] = persist_now()
 #else
 #define PERSIST_TL(array, j)
+#define PERSIST_TL_MARK(k, i)
 #endif
 
 // Passes every barrier up to k this block has not passed yet (uniform over the consumers).

@@ -83,7 +83,7 @@ struct StreamedAttention {
 
 // The producer's part: the block's cached keys and values, stage by stage.
 template <typename T>
-__device__ void persist_produce_streamed_attention(const StreamedAttention<T>& at, PersistStream& q,
+__device__ void persist_produce_streamed_attention(const StreamedAttention<T>& at, int k, PersistStream& q,
                                                    unsigned char* ring, unsigned ring_bytes, PersistRing& rb) {
     const int lane = threadIdx.x & 31;
     int g, j0, j1;
@@ -94,6 +94,7 @@ __device__ void persist_produce_streamed_attention(const StreamedAttention<T>& a
         const int nk = min(kps, j1 - s0);
         const unsigned bytes = (unsigned)(2 * nk * rbytes);
         const unsigned slot = q.claim(bytes, ring_bytes, rb);
+        if (lane == 0 && s0 == j0) PERSIST_TL_MARK(k, 0);  // the first stage's room claimed
         unsigned char* dst = ring + q.head % ring_bytes;
         if (lane == 0) mbar_arrive_expect(&rb.full[slot], bytes);
         __syncwarp();
@@ -191,17 +192,21 @@ __device__ void persist_streamed_attention(const StreamedAttention<T>& at, int k
         l[i] = 0.0f;
     }
     persist_consumers_sync();
+    if (threadIdx.x == 0) PERSIST_TL_MARK(k, 1);  // qkv's row staged
     const int n = at.stages(j0, j1);
     for (int i = 0; i < n; ++i) {
         const unsigned idx = stage + i, slot = idx % PERSIST_SLOTS;
         mbar_wait(&rb.full[slot], (idx / PERSIST_SLOTS) & 1);
+        if (threadIdx.x == 0 && i == 0) PERSIST_TL_MARK(k, 2);  // the first stage landed
         const int nk = min(kps, j1 - (j0 + i * kps));
         const T* K = reinterpret_cast<const T*>(ring + rb.offset[slot]);
         stream_att_keys(sc, K, K + (long)nk * hd, nk, qpg, hd, kps);
         if (threadIdx.x == 0) mbar_arrive(&rb.empty[slot]);
     }
     stage += n;
+    if (threadIdx.x == 0) PERSIST_TL_MARK(k, 3);  // the stages done
     if (own) stream_att_keys(sc, q + qpg * hd, q + (qpg + 1) * hd, 1, qpg, hd, kps);
+    if (threadIdx.x == 0 && own) PERSIST_TL_MARK(k, 4);  // key p done
 
     // this range's partial softmax of each head, then count the block done
     const int c = (int)blockIdx.x % B;
@@ -215,6 +220,7 @@ __device__ void persist_streamed_attention(const StreamedAttention<T>& at, int k
     persist_consumers_sync();
     if (threadIdx.x == 0) stream_att_last = atomicAdd(at.done() + g, 1u) == (unsigned)(B - 1);
     persist_consumers_sync();
+    if (threadIdx.x == 0) PERSIST_TL_MARK(k, 5);  // the partials written and counted
     if (!stream_att_last) return;
     __threadfence();
     // the group's last block: merge each head's B ranges, store the output and this token's k, v
@@ -259,5 +265,6 @@ __device__ void persist_streamed_attention(const StreamedAttention<T>& at, int k
         }
     }
     if (threadIdx.x == 0) at.done()[g] = 0u;
+    if (threadIdx.x == 0) PERSIST_TL_MARK(k, 6);  // the merge done
 }
 
