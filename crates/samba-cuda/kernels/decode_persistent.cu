@@ -891,14 +891,16 @@ __device__ void decode_persistent(const u64* ops, int n_ops, u64* count, u64 bas
                    w_sum / nb, w_max);
             // the op's marks: those within 1 ms of the block's pass (set this launch)
             for (int i = 0; i < PERSIST_TL_MARKS; ++i) {
-                double sum = 0.0;
+                double sum = 0.0, most = -1e9;
                 int count = 0;
                 for (int b = 0; b < nb; ++b) {
                     const double dt = (double)*(volatile u64*)&persist_tl_mark[k][b][i] -
                                       (double)*(volatile u64*)&persist_tl_pass[k][b];
-                    if (dt > -1e6 && dt < 1e6) sum += dt, ++count;
+                    if (dt > -1e6 && dt < 1e6) sum += dt, ++count, most = fmax(most, dt);
                 }
-                if (count > 0) printf("PERSIST_TLM launch %u op %d mark %d blocks %d mean %.0f\n", tl_launch, k, i, count, sum / count);
+                if (count > 0)
+                    printf("PERSIST_TLM launch %u op %d mark %d blocks %d mean %.0f max %.0f\n", tl_launch, k, i, count,
+                           sum / count, most);
             }
         }
     }
