@@ -111,6 +111,9 @@ __device__ void persist_produce_streamed_attention(const StreamedAttention<T>& a
 // elements, bf16 or f32, in the ring or staged from qkv), every query head of the group; ends
 // with the consumers' barrier.
 #define STREAM_ATT_MERGE_LOADS 16  // ranges whose values the merge loads at once
+#ifndef STREAM_ATT_ACQ_REL  // the group's count as an acq_rel atomic instead of two fences (experiment)
+#define STREAM_ATT_ACQ_REL 0
+#endif
 template <typename KV>
 __device__ void stream_att_keys(float* sc, const KV* K, const KV* V, int nk, int qpg, int hd, int kps) {
     float *q = sc, *acc = q + (qpg + 2) * hd, *s = acc + qpg * hd, *m = s + qpg * kps, *l = m + qpg, *al = l + qpg;
@@ -216,6 +219,19 @@ __device__ void persist_streamed_attention(const StreamedAttention<T>& at, int k
         part[((long)(g * qpg + i) * B + c) * (hd + 2) + d] = d < hd ? acc[i * hd + d] : d == hd ? m[i] : l[i];
     }
     __shared__ int stream_att_last;
+#if STREAM_ATT_ACQ_REL
+    // the count's add releases the block's partials (ordered before thread 0's add by the
+    // consumers' barrier) and acquires the other blocks' (the last block reads them)
+    persist_consumers_sync();
+    if (threadIdx.x == 0) {
+        unsigned before;
+        asm volatile("atom.acq_rel.gpu.global.add.u32 %0, [%1], 1;" : "=r"(before) : "l"(at.done() + g) : "memory");
+        stream_att_last = before == (unsigned)(B - 1);
+    }
+    persist_consumers_sync();
+    if (threadIdx.x == 0) PERSIST_TL_MARK(k, 5);  // the partials written and counted
+    if (!stream_att_last) return;
+#else
     __threadfence();
     persist_consumers_sync();
     if (threadIdx.x == 0) stream_att_last = atomicAdd(at.done() + g, 1u) == (unsigned)(B - 1);
@@ -223,6 +239,7 @@ __device__ void persist_streamed_attention(const StreamedAttention<T>& at, int k
     if (threadIdx.x == 0) PERSIST_TL_MARK(k, 5);  // the partials written and counted
     if (!stream_att_last) return;
     __threadfence();
+#endif
     // the group's last block: merge each head's B ranges, store the output and this token's k, v
     for (int i = 0; i < qpg; ++i) {
         const float* src = part + (long)(g * qpg + i) * B * (hd + 2);
