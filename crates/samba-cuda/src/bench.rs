@@ -1,14 +1,18 @@
 //! Benchmarks of the GPU model, as library functions the CLI (`samba-lm bench ... --device
 //! cuda`) calls: prompt processing (prefill) and decoding, each timed on the device and reported
-//! next to its floor on one H200.
+//! next to its floor on the GPU it runs on.
 //!
-//! Floors (shared/DESIGN.md; ceilings measured on this machine kind):
-//! - prefill: FLOPs / 790 TFLOP/s (the measured bf16 cuBLAS rate); FLOPs per token from
+//! Floors (shared/DESIGN.md), from the [`Ceilings`] measured on that GPU (`ceilings.rs`; one
+//! H200 measured 790 TFLOP/s and 4.3 TB/s):
+//! - prefill: FLOPs / the bf16 GEMM rate (cuBLAS); FLOPs per token from
 //!   `samba_model::flops::forward_flops_per_token`, less the output head of every token but the
 //!   last of each sequence (prefill computes the logits of the last token only);
-//! - decoding: bytes a step must read / 4.3 TB/s (the measured copy bandwidth): every weight
-//!   once (the embedding as the tied output head; an untied embedding only for its batch rows),
-//!   plus the state each sequence reads (conv and SSM states, the keys and values in its window).
+//! - decoding: bytes a step must read / the copy bandwidth: every weight once (the embedding as
+//!   the tied output head; an untied embedding only for its batch rows), plus the state each
+//!   sequence reads (conv and SSM states, the keys and values in its window).
+//!
+//! The ceilings are measured once per process ([`Ceilings::measure`], before a model is on the
+//! device) and passed to every benchmark, which keeps them in its report.
 //!
 //! Speed is measured, never asserted.
 
@@ -25,12 +29,8 @@ use crate::model::{
     activation_bytes, CudaActivations, CudaDecodeState, CudaModel, DecodeKernels, LogitRows,
 };
 use crate::ops::attention::AttentionKernel;
-use crate::{CudaDevice, Elem, Result};
+use crate::{Ceilings, CudaDevice, Elem, Result};
 
-/// Measured bf16 GEMM ceiling of one H200 (cuBLAS, 8192^3), FLOP/s.
-pub const BF16_GEMM_FLOPS: f64 = 790e12;
-/// Measured device-to-device copy bandwidth of one H200, bytes/s (read + write).
-pub const COPY_BANDWIDTH: f64 = 4.3e12;
 /// Tokens per prefill measurement in the paper's protocol (batch = this / length).
 pub const PREFILL_TOKENS: usize = 128 * 1024;
 
@@ -93,9 +93,12 @@ pub struct PrefillReport {
     pub tokens_per_second: Option<f64>,
     pub flops_per_token: f64,
     pub achieved_tflops: Option<f64>,
+    /// FLOPs at the measured bf16 GEMM rate (`ceilings`).
     pub floor_seconds: f64,
     pub fraction_of_floor: Option<f64>,
     pub skipped: Option<String>,
+    /// The rates the floor was computed from, and the device they were measured on.
+    pub ceilings: Ceilings,
 }
 
 impl PrefillReport {
@@ -111,7 +114,7 @@ impl PrefillReport {
                 s,
                 self.achieved_tflops.unwrap_or(0.0),
                 self.floor_seconds,
-                BF16_GEMM_FLOPS / 1e12,
+                self.ceilings.gemm_tflops(),
                 100.0 * self.fraction_of_floor.unwrap_or(0.0),
                 self.attention
             ),
@@ -131,19 +134,20 @@ impl PrefillReport {
 /// one chunk each, from an empty state (the state is left as generation would continue from it:
 /// conv, SSM and key/value rings), logits of the last token of each sequence. Timed after one
 /// untimed run of the same shape (which loads kernels and lets cuBLAS pick its algorithms);
-/// when that run took over 2 s its time is reported instead of a second run.
+/// when that run took over 2 s its time is reported instead of a second run. The floor is the
+/// FLOPs at `ceilings`' bf16 GEMM rate.
 pub fn prefill<T: Elem>(
     model: &CudaModel<T>,
     length: usize,
     total_tokens: usize,
+    ceilings: &Ceilings,
 ) -> Result<PrefillReport> {
     let c = &model.config;
     let dev = model.device().clone();
     let batch = (total_tokens / length).max(1);
     let tokens_n = batch * length;
-    let head = 2.0 * (c.vocab * c.d_model) as f64;
-    let flops_per_token = forward_flops_per_token(c, length) - head * (1.0 - 1.0 / length as f64);
-    let floor_seconds = tokens_n as f64 * flops_per_token / BF16_GEMM_FLOPS;
+    let flops_per_token = prefill_flops_per_token(c, length);
+    let floor_seconds = ceilings.gemm_seconds(tokens_n as f64 * flops_per_token);
     let attention = if AttentionKernel::tensor_core_applies::<T>(c.head_dim)
         && model.attention_kernel != AttentionKernel::Simt
         && std::env::var("SAMBA_ATTENTION").map_or(true, |v| v != "simt")
@@ -167,6 +171,7 @@ pub fn prefill<T: Elem>(
         floor_seconds,
         fraction_of_floor: None,
         skipped: None,
+        ceilings: ceilings.clone(),
     };
     let shape = BatchShape { batch, seq: length };
     let need = activation_bytes(c, std::mem::size_of::<T>(), shape, LogitRows::Last)
@@ -214,6 +219,7 @@ pub fn prefill_protocol<T: Elem>(
     model: &CudaModel<T>,
     lengths: &[usize],
     budget_seconds: f64,
+    ceilings: &Ceilings,
     mut on_report: impl FnMut(&PrefillReport),
 ) -> Result<Vec<PrefillReport>> {
     let start = Instant::now();
@@ -240,9 +246,10 @@ pub fn prefill_protocol<T: Elem>(
                 skipped: Some(format!(
                     "time budget: {spent:.0} s spent of {budget_seconds:.0}, the last length took {last:.1} s"
                 )),
+                ceilings: ceilings.clone(),
             }
         } else {
-            let r = prefill(model, length, PREFILL_TOKENS)?;
+            let r = prefill(model, length, PREFILL_TOKENS, ceilings)?;
             last = r.seconds.unwrap_or(last);
             r
         };
@@ -273,9 +280,12 @@ pub struct DecodeReport {
     pub persistent_error: Option<String>,
     pub weight_bytes_per_step: usize,
     pub state_bytes_per_step: usize,
+    /// Weight and state bytes at the measured copy bandwidth (`ceilings`).
     pub floor_ms: f64,
     pub fraction_of_floor: Option<f64>,
     pub skipped: Option<String>,
+    /// The rates the floor was computed from, and the device they were measured on.
+    pub ceilings: Ceilings,
 }
 
 impl DecodeReport {
@@ -293,7 +303,7 @@ impl DecodeReport {
                 self.floor_ms,
                 self.weight_bytes_per_step as f64 / 1e9,
                 self.state_bytes_per_step as f64 / 1e9,
-                COPY_BANDWIDTH / 1e12,
+                self.ceilings.copy_tb_per_second(),
                 100.0 * self.fraction_of_floor.unwrap_or(0.0),
                 self.step
             ),
@@ -309,33 +319,41 @@ impl DecodeReport {
     }
 }
 
-/// Bytes of weights a decoding step reads at `batch`: all of them, but an untied input
-/// embedding only for its batch rows.
-fn weight_bytes_per_step<T: Elem>(model: &CudaModel<T>, batch: usize) -> usize {
-    let c = &model.config;
-    let t = std::mem::size_of::<T>();
-    let mut n = model.layout.numel;
+/// FLOPs per token of prefill at `length`: the forward pass's, less the output head of every
+/// token but the last of each sequence (prefill computes the last token's logits only).
+fn prefill_flops_per_token(c: &Config, length: usize) -> f64 {
+    let head = 2.0 * (c.vocab * c.d_model) as f64;
+    forward_flops_per_token(c, length) - head * (1.0 - 1.0 / length as f64)
+}
+
+/// Bytes of weights a decoding step reads at `batch`: all `numel` parameters of `elem_bytes`
+/// each, but an untied input embedding only for its batch rows.
+fn weight_bytes_per_step(c: &Config, numel: usize, elem_bytes: usize, batch: usize) -> usize {
+    let mut n = numel;
     if !c.tied_embeddings {
         n = n - c.vocab * c.d_model + batch.min(c.vocab) * c.d_model;
     }
-    n * t
+    n * elem_bytes
 }
 
 /// Decoding: one sequence prefilled with `context` tokens (in chunks of up to 32K), copied to
 /// `batch` slots, then `steps` decoding steps timed back to back (the captured graph replayed;
 /// the same number of eager steps timed for comparison), tokens fixed (no sampling on the host).
+/// The floor is the weight and state bytes at `ceilings`' copy bandwidth.
 pub fn decode<T: Elem>(
     model: &CudaModel<T>,
     context: usize,
     batch: usize,
     steps: usize,
     kernels: DecodeKernels,
+    ceilings: &Ceilings,
 ) -> Result<DecodeReport> {
     let c = &model.config;
     let dev = model.device().clone();
     let steps = steps.max(1);
     let max_context = context + 2 * steps + 4;
-    let weight_bytes = weight_bytes_per_step(model, batch);
+    let weight_bytes =
+        weight_bytes_per_step(c, model.layout.numel, std::mem::size_of::<T>(), batch);
     let mut report = DecodeReport {
         layout: c.layout.to_string(),
         parameters: model.layout.numel,
@@ -355,6 +373,7 @@ pub fn decode<T: Elem>(
         floor_ms: 0.0,
         fraction_of_floor: None,
         skipped: None,
+        ceilings: ceilings.clone(),
     };
     let chunk = context.clamp(1, 32 * 1024);
     let need = CudaDecodeState::<T>::bytes_for(c, batch + 1, max_context)
@@ -433,7 +452,7 @@ pub fn decode<T: Elem>(
     }
     dev.synchronize()?;
     let eager_ms = 1e3 * t0.elapsed().as_secs_f64() / steps as f64;
-    let floor_ms = 1e3 * (weight_bytes + report.state_bytes_per_step) as f64 / COPY_BANDWIDTH;
+    let floor_ms = 1e3 * ceilings.copy_seconds((weight_bytes + report.state_bytes_per_step) as f64);
     report.ms_per_step = Some(graph_ms);
     report.eager_ms_per_step = Some(eager_ms);
     report.tokens_per_second = Some(batch as f64 * 1e3 / graph_ms);
@@ -450,4 +469,147 @@ pub fn decode<T: Elem>(
     report.floor_ms = floor_ms;
     report.fraction_of_floor = Some(floor_ms / graph_ms);
     Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use samba_model::preset::preset;
+
+    use super::*;
+    use crate::ceilings::CeilingSource;
+
+    fn h100() -> Ceilings {
+        Ceilings {
+            device: "NVIDIA H100 80GB HBM3".to_string(),
+            copy_bytes_per_second: 3.0e12,
+            bf16_gemm_flops_per_second: 700e12,
+            source: CeilingSource::Measured,
+        }
+    }
+
+    fn prefill_report(ceilings: Ceilings) -> PrefillReport {
+        let flops_per_token = 2.69e9;
+        let tokens = PREFILL_TOKENS;
+        let floor_seconds = ceilings.gemm_seconds(tokens as f64 * flops_per_token);
+        let seconds = 1.0;
+        PrefillReport {
+            layout: "samba".to_string(),
+            parameters: 1_330_000_000,
+            dtype: "bf16",
+            length: 1024,
+            batch: 128,
+            tokens,
+            attention: "tensor-core",
+            seconds: Some(seconds),
+            tokens_per_second: Some(tokens as f64 / seconds),
+            flops_per_token,
+            achieved_tflops: Some(tokens as f64 * flops_per_token / seconds / 1e12),
+            floor_seconds,
+            fraction_of_floor: Some(floor_seconds / seconds),
+            skipped: None,
+            ceilings,
+        }
+    }
+
+    fn decode_report(ceilings: Ceilings) -> DecodeReport {
+        let (weights, state) = (2_660_000_000usize, 90_000_000usize);
+        let floor_ms = 1e3 * ceilings.copy_seconds((weights + state) as f64);
+        let ms = 1.25;
+        DecodeReport {
+            layout: "samba".to_string(),
+            parameters: 1_330_000_000,
+            dtype: "bf16",
+            context: 1024,
+            batch: 1,
+            steps: 32,
+            ms_per_step: Some(ms),
+            eager_ms_per_step: Some(1.8),
+            tokens_per_second: Some(1e3 / ms),
+            graph_captured: false,
+            graph_error: None,
+            step: "persistent kernel",
+            persistent_error: None,
+            weight_bytes_per_step: weights,
+            state_bytes_per_step: state,
+            floor_ms,
+            fraction_of_floor: Some(floor_ms / ms),
+            skipped: None,
+            ceilings,
+        }
+    }
+
+    #[test]
+    fn the_prefill_line_prints_the_gemm_rate_its_floor_used() {
+        let r = prefill_report(h100());
+        // 128K tokens x 2.69 GFLOP at 700 TFLOP/s.
+        assert!((r.floor_seconds - 131072.0 * 2.69e9 / 700e12).abs() < 1e-12);
+        assert_eq!(
+            r.line(),
+            "prefill samba      bf16 len   1024 x batch 128:    131072 tokens/s (1.000 s, 353 TFLOP/s); floor 0.504 s at 700 TFLOP/s:  50.4% of it [tensor-core attention]"
+        );
+        let h200 = prefill_report(Ceilings::h200_reference());
+        assert!(h200
+            .line()
+            .contains("floor 0.446 s at 790 TFLOP/s:  44.6% of it"));
+    }
+
+    #[test]
+    fn the_decode_line_prints_the_bandwidth_its_floor_used() {
+        let r = decode_report(h100());
+        // 2.75 GB at 3.0 TB/s.
+        assert!((r.floor_ms - 2.75e9 / 3.0e12 * 1e3).abs() < 1e-12);
+        assert_eq!(
+            r.line(),
+            "decode  samba      bf16 ctx   1024 batch   1:       800 tokens/s, 1.250 ms/step (eager 1.800); floor 0.917 ms (2.66 GB weights + 0.09 GB state at 3.0 TB/s):  73.3% of it [persistent kernel]"
+        );
+        let h200 = decode_report(Ceilings::h200_reference());
+        assert!(h200.line().contains("floor 0.640 ms"), "{}", h200.line());
+        assert!(h200.line().contains("at 4.3 TB/s):  51.2% of it"));
+    }
+
+    #[test]
+    fn reports_serialize_their_ceilings_and_device() {
+        for v in [
+            serde_json::to_value(prefill_report(h100())),
+            serde_json::to_value(decode_report(h100())),
+        ] {
+            let v = v.expect("json");
+            let c = &v["ceilings"];
+            assert_eq!(c["device"], "NVIDIA H100 80GB HBM3");
+            assert_eq!(c["copy_bytes_per_second"], 3.0e12);
+            assert_eq!(c["bf16_gemm_flops_per_second"], 700e12);
+            assert_eq!(c["source"], "measured");
+        }
+        let v = serde_json::to_value(decode_report(Ceilings::h200_reference())).expect("json");
+        assert_eq!(v["ceilings"]["source"], "h200-reference");
+    }
+
+    #[test]
+    fn prefill_counts_the_output_head_of_the_last_token_only() {
+        let c = preset("tiny").expect("preset");
+        let head = 2.0 * (c.vocab * c.d_model) as f64;
+        let full = forward_flops_per_token(&c, 64);
+        assert!((prefill_flops_per_token(&c, 64) - (full - head * 63.0 / 64.0)).abs() < 1e-6);
+        // One token: its head is the last one, so nothing is taken off.
+        assert_eq!(
+            prefill_flops_per_token(&c, 1),
+            forward_flops_per_token(&c, 1)
+        );
+    }
+
+    #[test]
+    fn an_untied_embedding_is_read_only_for_the_batch_rows() {
+        let mut c = preset("tiny").expect("preset");
+        let numel = ParamLayout::new(&c).numel;
+        c.tied_embeddings = true;
+        assert_eq!(weight_bytes_per_step(&c, numel, 2, 4), 2 * numel);
+        c.tied_embeddings = false;
+        let rows_not_read = c.vocab - 4;
+        assert_eq!(
+            weight_bytes_per_step(&c, numel, 2, 4),
+            2 * (numel - rows_not_read * c.d_model)
+        );
+        // A batch past the vocabulary reads every row once.
+        assert_eq!(weight_bytes_per_step(&c, numel, 4, c.vocab + 9), 4 * numel);
+    }
 }

@@ -56,6 +56,10 @@ pub enum CudaError {
     #[error("{op}: {reason}")]
     Unsupported { op: &'static str, reason: String },
 
+    /// Measuring the device's copy bandwidth or GEMM rate (the benchmarks' ceilings) failed.
+    #[error("measuring the device's {what}: {reason}")]
+    Ceiling { what: &'static str, reason: String },
+
     /// Bad input (token ids, lengths, batch, context cap): the same errors as the CPU backend.
     #[error(transparent)]
     Input(#[from] samba_cpu::CpuError),

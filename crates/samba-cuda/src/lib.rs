@@ -7,18 +7,22 @@
 //!   device's architecture on first use and cached on disk;
 //! - [`ops`] has one typed, shape-checked launch wrapper per primitive, named as on the CPU
 //!   (`rmsnorm_fwd`, `attention_fwd`, `selective_scan_fwd`, ...), in f32 and bf16 storage with
-//!   f32 arithmetic; GEMMs go through cuBLAS.
+//!   f32 arithmetic; GEMMs go through cuBLAS;
+//! - [`bench`] times prefill and decoding against floors from [`Ceilings`] (`ceilings`): the
+//!   copy bandwidth and bf16 GEMM rate measured on the device the benchmark runs on.
 //!
 //! `unsafe` appears only where a kernel or a cuBLAS call is launched, after the shapes are
 //! checked.
 
 pub mod bench;
+pub mod ceilings;
 pub mod compile;
 pub mod device;
 pub mod error;
 pub mod model;
 pub mod ops;
 
+pub use ceilings::Ceilings;
 pub use device::{cuda_available, device_count, driver_present, Buffer, CudaDevice, Elem};
 pub use error::{CudaError, Result};
 pub use model::{CudaActivations, CudaDecodeState, CudaModel, DecodeKernels, LogitRows};

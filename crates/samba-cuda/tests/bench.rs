@@ -1,19 +1,30 @@
 //! Kernel timings at Samba-1.3B shapes (d 2304, E 4608, 18 heads of 128, window 2048, MLP
-//! 6144, vocab 32000) on 4 x 4096 tokens, each next to its hardware ceiling: memory-bound
-//! kernels as a fraction of ~4.3 TB/s (copy bandwidth measured on the H200), GEMMs and
-//! attention as a fraction of ~790 TFLOP/s (bf16 cuBLAS, measured there). Speed is printed,
-//! never asserted: `#[ignore]`d, run by scripts/gpu-check with `--ignored`.
+//! 6144, vocab 32000) on 4 x 4096 tokens, each next to its hardware ceiling, measured on the
+//! GPU at the start (`samba_cuda::Ceilings`, printed as the first BENCH line): memory-bound
+//! kernels as a fraction of the copy bandwidth (4.3 TB/s on an H200), GEMMs and attention as a
+//! fraction of the bf16 cuBLAS GEMM rate (790 TFLOP/s on an H200). Speed is printed, never
+//! asserted: `#[ignore]`d, run by scripts/gpu-check with `--ignored`.
 
 use half::bf16;
 use samba_cpu::ops::attention::QkvDims;
 use samba_cpu::ops::matmul::LinearDims;
 use samba_cpu::ops::selective_scan::ScanDims;
 use samba_cuda::ops::selective_scan::ScanBuffers;
-use samba_cuda::{cuda_available, ops as gpu, CudaDevice, Elem};
+use samba_cuda::{cuda_available, ops as gpu, Ceilings, CudaDevice, Elem};
 
-const COPY_BW: f64 = 4.3e12;
-const BF16_FLOPS: f64 = 790e12;
 const TOKENS: usize = 4 * 4096;
+
+/// The ceilings of the GPU, measured by the first benchmark that runs (before its buffers) and
+/// printed once.
+static CEILINGS: std::sync::OnceLock<Ceilings> = std::sync::OnceLock::new();
+
+fn ceilings(dev: &CudaDevice) -> &'static Ceilings {
+    CEILINGS.get_or_init(|| {
+        let c = Ceilings::measure(dev).expect("measure the ceilings");
+        println!("BENCH {}", c.line());
+        c
+    })
+}
 
 /// Mean seconds per call of `f` over enough calls to pass ~50 ms (after a warm-up call).
 fn time(dev: &CudaDevice, mut f: impl FnMut()) -> f64 {
@@ -35,15 +46,18 @@ fn time(dev: &CudaDevice, mut f: impl FnMut()) -> f64 {
 }
 
 fn line(name: &str, dtype: &str, secs: f64, bytes: f64, flops: f64) {
+    let ceilings = CEILINGS
+        .get()
+        .expect("the ceilings are measured before any kernel is timed");
     let (rate, frac) = if flops > 0.0 {
         (
             format!("{:7.1} TFLOP/s", flops / secs / 1e12),
-            flops / secs / BF16_FLOPS,
+            ceilings.gemm_seconds(flops) / secs,
         )
     } else {
         (
             format!("{:7.0} GB/s   ", bytes / secs / 1e9),
-            bytes / secs / COPY_BW,
+            ceilings.copy_seconds(bytes) / secs,
         )
     };
     println!(
@@ -459,6 +473,7 @@ fn bench_kernels_at_samba_1_3b_shapes() {
     }
     let dev = CudaDevice::open(0).expect("open device 0");
     dev.load_all_kernels().expect("kernels");
+    ceilings(&dev);
     elementwise::<f32>(&dev);
     elementwise::<bf16>(&dev);
     scan::<f32>(&dev);
@@ -483,5 +498,6 @@ fn bench_gemv_at_samba_1_3b_decode_shapes() {
     }
     let dev = CudaDevice::open(0).expect("open device 0");
     dev.load_all_kernels().expect("kernels");
+    ceilings(&dev);
     gemv_decode(&dev);
 }

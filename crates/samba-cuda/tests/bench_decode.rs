@@ -5,7 +5,8 @@
 //! (`SAMBA_FUSED_DECODE=1`), the fused step with programmatic dependent launch (`SAMBA_PDL=1`)
 //! and with the norms as kernels of their own (`SAMBA_FUSED_NORM=0`), the unfused step on the
 //! GEMV kernel (`SAMBA_GEMV=1`), and the persistent step (`SAMBA_DECODE=persistent`, batch 1).
-//! One BENCH line per measurement, next to the floor (weights and state at 4.3 TB/s).
+//! One BENCH line per measurement, next to the floor (weights and state at the copy bandwidth
+//! measured on the GPU first, printed as a BENCH line; 4.3 TB/s on an H200).
 //!
 //! Environment: SAMBA_BENCH_DECODE_VARIANTS (comma-separated names of the variants below,
 //! default all), SAMBA_BENCH_DECODE_STEPS (default 64), SAMBA_BENCH_DECODE_BATCHES (default
@@ -15,7 +16,7 @@ use std::sync::Arc;
 
 use half::bf16;
 use samba_cuda::bench::{decode, random_model};
-use samba_cuda::{cuda_available, CudaDevice, DecodeKernels};
+use samba_cuda::{cuda_available, Ceilings, CudaDevice, DecodeKernels};
 use samba_model::preset::preset;
 
 mod common;
@@ -53,6 +54,8 @@ fn bench_decode_samba_1_3b_kernel_variants() {
     }
     let dev = Arc::new(CudaDevice::open(0).expect("open device 0"));
     dev.load_all_kernels().expect("kernels");
+    let ceilings = Ceilings::measure(&dev).expect("measure the ceilings");
+    println!("BENCH {}", ceilings.line());
     let config = preset("samba-1.3b").expect("preset");
     let model = random_model::<bf16>(dev.clone(), config).expect("model");
     let wanted = common::env_list(
@@ -78,7 +81,15 @@ fn bench_decode_samba_1_3b_kernel_variants() {
             for (key, value) in env.iter() {
                 std::env::set_var(key, value);
             }
-            let r = decode(&model, 1024, batch, steps, DecodeKernels::from_env()).expect("decode");
+            let r = decode(
+                &model,
+                1024,
+                batch,
+                steps,
+                DecodeKernels::from_env(),
+                &ceilings,
+            )
+            .expect("decode");
             println!("BENCH {name:<17} {}", r.line());
             if let Some(e) = &r.graph_error {
                 println!("BENCH {name:<17} graph capture failed: {e}");

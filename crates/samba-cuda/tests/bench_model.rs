@@ -2,9 +2,10 @@
 //! scripts/gpu-check with `--ignored`): prefill in the paper's protocol (128K tokens per
 //! measurement, lengths 1K..128K, batch = 128K / length) and decoding at batch 1, 16 and 64
 //! after 1K and 64K tokens of context, for Samba-1.3B and a Llama-3-style GQA model of the same
-//! size, bf16, random weights. Prints one BENCH line per measurement and the Samba / Llama
-//! ratios next to the paper's; writes every report as a JSON line to $OUT/bench_model.jsonl
-//! (or runs/bench_model.jsonl).
+//! size, bf16, random weights. Prints the GPU's ceilings (measured first; the floors use them),
+//! one BENCH line per measurement and the Samba / Llama ratios next to the paper's; writes every
+//! report (ceilings included) as a JSON line to $OUT/bench_model.jsonl (or
+//! runs/bench_model.jsonl).
 //!
 //! Environment: SAMBA_BENCH_PARTS (default "prefill,decode"), SAMBA_BENCH_LENGTHS (comma-
 //! separated prompt lengths), SAMBA_BENCH_BUDGET_S (seconds per model and part, default 120),
@@ -17,7 +18,7 @@ use half::bf16;
 use samba_cuda::bench::{
     decode, llama_gqa_config, prefill_protocol, random_model, DecodeReport, PrefillReport,
 };
-use samba_cuda::{cuda_available, CudaDevice, DecodeKernels};
+use samba_cuda::{cuda_available, Ceilings, CudaDevice, DecodeKernels};
 use samba_model::preset::preset;
 
 mod common;
@@ -47,6 +48,8 @@ fn bench_prefill_and_decode_samba_and_llama_1_3b() {
     }
     let dev = Arc::new(CudaDevice::open(0).expect("open device 0"));
     dev.load_all_kernels().expect("kernels");
+    let ceilings = Ceilings::measure(&dev).expect("measure the ceilings");
+    println!("BENCH {}", ceilings.line());
     let parts = common::env_list("SAMBA_BENCH_PARTS", "prefill,decode");
     let models = common::env_list("SAMBA_BENCH_MODELS", "samba,llama");
     let lengths: Vec<usize> = common::env_list(
@@ -82,7 +85,7 @@ fn bench_prefill_and_decode_samba_and_llama_1_3b() {
             t0.elapsed().as_secs_f64()
         );
         if parts.iter().any(|p| p == "prefill") {
-            let reports = prefill_protocol(&model, &lengths, budget, |r| {
+            let reports = prefill_protocol(&model, &lengths, budget, &ceilings, |r| {
                 println!("BENCH {}", r.line());
                 out.write("prefill", &label, r);
             })
@@ -99,8 +102,15 @@ fn bench_prefill_and_decode_samba_and_llama_1_3b() {
                     );
                     continue;
                 }
-                let r =
-                    decode(&model, context, batch, 32, DecodeKernels::from_env()).expect("decode");
+                let r = decode(
+                    &model,
+                    context,
+                    batch,
+                    32,
+                    DecodeKernels::from_env(),
+                    &ceilings,
+                )
+                .expect("decode");
                 println!("BENCH {}", r.line());
                 out.write("decode", &label, &r);
                 reports.push(r);

@@ -2,14 +2,16 @@
 //! and the peak memory of streaming a long input.
 //!
 //! Floors: prefill cannot beat FLOPs / (this machine's f32 GEMM rate); a decoding step reads
-//! every weight once, so it cannot beat weight bytes / (this machine's memory bandwidth).
+//! every weight once, so it cannot beat weight bytes / (this machine's memory bandwidth). On a
+//! GPU (`--device cuda`) the same floors come from the GPU's bf16 GEMM rate and copy bandwidth,
+//! measured once before the model is on it (`samba_cuda::Ceilings`) and printed first.
 
 use std::time::Instant;
 
 use anyhow::{Context, Result};
 use clap::Args;
 use samba_cpu::{BatchShape, CpuModel, DecodeState};
-use samba_cuda::DecodeKernels;
+use samba_cuda::{Ceilings, CudaDevice, DecodeKernels};
 use samba_model::flops::forward_flops_per_token;
 use samba_model::init::init_params;
 use samba_model::ParamLayout;
@@ -132,8 +134,27 @@ fn show<T: Serialize>(json: bool, report: &T, line: String) -> Result<()> {
     Ok(())
 }
 
-fn prefill_cuda(args: &PrefillArgs, dev: std::sync::Arc<samba_cuda::CudaDevice>) -> Result<()> {
+/// Measures the GPU's ceilings (the floors' denominators) once, before any model is on it, and
+/// prints them ahead of the figures: on stdout, or on stderr when stdout carries JSON (every
+/// JSON report holds them too).
+fn measure_ceilings(dev: &CudaDevice, json: bool) -> Result<Ceilings> {
+    let ceilings = Ceilings::measure(dev).with_context(|| {
+        format!(
+            "measuring the copy bandwidth and bf16 GEMM rate of {} (the benchmark's floors)",
+            dev.name()
+        )
+    })?;
+    if json {
+        eprintln!("{}", ceilings.line());
+    } else {
+        println!("{}", ceilings.line());
+    }
+    Ok(ceilings)
+}
+
+fn prefill_cuda(args: &PrefillArgs, dev: std::sync::Arc<CudaDevice>) -> Result<()> {
     let config = args.config.to_config()?;
+    let ceilings = measure_ceilings(&dev, args.json)?;
     const TOTAL: usize = 128 * 1024;
     let lengths: Vec<usize> = if args.protocol {
         (10..=17).map(|p| 1usize << p).collect()
@@ -147,11 +168,16 @@ fn prefill_cuda(args: &PrefillArgs, dev: std::sync::Arc<samba_cuda::CudaDevice>)
     for config in configs {
         let model = samba_cuda::bench::random_model::<half::bf16>(dev.clone(), config)?;
         if args.protocol {
-            samba_cuda::bench::prefill_protocol(&model, &lengths, f64::INFINITY, |r| {
+            samba_cuda::bench::prefill_protocol(&model, &lengths, f64::INFINITY, &ceilings, |r| {
                 let _ = show(args.json, r, r.line());
             })?;
         } else {
-            let r = samba_cuda::bench::prefill(&model, args.context, args.context.max(TOTAL))?;
+            let r = samba_cuda::bench::prefill(
+                &model,
+                args.context,
+                args.context.max(TOTAL),
+                &ceilings,
+            )?;
             show(args.json, &r, r.line())?;
         }
     }
@@ -264,10 +290,17 @@ pub fn decode(args: DecodeArgs) -> Result<()> {
             Some(_) => DecodeKernels::Unfused,
             None => DecodeKernels::from_env(),
         };
+        let ceilings = measure_ceilings(&dev, args.json)?;
         for config in configs {
             let model = samba_cuda::bench::random_model::<half::bf16>(dev.clone(), config)?;
-            let r =
-                samba_cuda::bench::decode(&model, args.context, args.batch, args.steps, kernels)?;
+            let r = samba_cuda::bench::decode(
+                &model,
+                args.context,
+                args.batch,
+                args.steps,
+                kernels,
+                &ceilings,
+            )?;
             show(args.json, &r, r.line())?;
         }
         return Ok(());
