@@ -2,8 +2,10 @@
 // its shared parts: kernels/persist_core.cuh), its keys and values streamed through the
 // shared-memory ring like weights (kind PERSIST_STREAMED_ATTENTION; opt-in,
 // SAMBA_PERSIST_ATTENTION=stream, src/model/persistent.rs). Its first version was correct on the
-// H200 but its phase took ~19 us at 1K context, slower than the kernel of its own; this version
-// (key p, the scores and the merge reworked) is not yet run on the GPU: docs/gpu.md)
+// H200 but its phase took ~19 us at 1K context, slower than the kernel of its own; the second
+// (key p, the scores and the merge reworked; STREAM_ATT_WARP=0 now) was correct on an H100 and
+// faster than the kernel there, its phase still ~18 us; the warp path (below, the default) is not
+// yet run on the GPU: docs/gpu.md)
 //
 // The decoding attention as a kernel of its own costs the step a launch boundary per attention
 // layer (~22 us each on Samba-1.3B: the kernel, the persistent kernel's tail and relaunch). As a
@@ -36,8 +38,14 @@
 // block arrived), whatever the producer's pace.
 __shared__ int stream_att_pos;
 
+// Where the merge's weights and l's start: after qkv's row and the larger of the block path's
+// acc, s, m, l, alpha and the warp path's per-warp softmax states.
+__host__ __device__ inline int stream_att_merge_at(int qpg, int hd, int kps) {
+    const int block_path = qpg * hd + qpg * kps + 3 * qpg, warp_path = PERSIST_CONSUMER_WARPS * (hd + 2);
+    return (qpg + 2) * hd + (block_path > warp_path ? block_path : warp_path);
+}
 __host__ __device__ inline int stream_att_scratch_floats(int qpg, int hd, int kps, int splits) {
-    return (2 * qpg + 2) * hd + qpg * kps + 3 * qpg + 2 * splits;
+    return stream_att_merge_at(qpg, hd, kps) + 2 * splits;
 }
 
 template <typename T>
@@ -168,6 +176,72 @@ __device__ void stream_att_keys(float* sc, const KV* K, const KV* V, int nk, int
     persist_consumers_sync();
 }
 
+// The warp path (STREAM_ATT_WARP, the default where hd <= 32 STREAM_ATT_DJ and qpg <=
+// PERSIST_CONSUMER_WARPS; the block path above otherwise): each warp keeps the online softmax of
+// one query head over a slice of the keys in registers, so a stage costs one consumers' barrier
+// (the ring's release) instead of three, and the scores need no shared memory. With hs =
+// qpg heads and KS = PERSIST_CONSUMER_WARPS / hs slices, warp w takes head w % hs and the keys r
+// = w / hs (mod KS) of every stage, lane holding dimensions lane + 32 j (j < STREAM_ATT_DJ) of its
+// acc; STREAM_ATT_KB keys at once (their dot products' shuffles interleave):
+//   s_r = q . k_r,  m' = max(m, max_r s_r),  l = l e^(m - m') + sum_r e^(s_r - m'),
+//   acc = acc e^(m - m') + sum_r e^(s_r - m') v_r.
+// At the end the warps' states of each head are combined as the merge does (weights e^(m_w - m*),
+// 0 for a warp that saw no key).
+#ifndef STREAM_ATT_WARP
+#define STREAM_ATT_WARP 1
+#endif
+#define STREAM_ATT_DJ 4  // dimensions per lane: hd <= 128
+#define STREAM_ATT_KB 4  // keys a warp takes at once
+struct StreamAttState {
+    float m, l, acc[STREAM_ATT_DJ];
+};
+template <typename KV>
+__device__ __forceinline__ void stream_att_warp_keys(StreamAttState& sm, const float* qi, const KV* K, const KV* V, int nk,
+                                                     int hd, int ks, int KS) {
+    const int lane = threadIdx.x & 31;
+    float q[STREAM_ATT_DJ];
+#pragma unroll
+    for (int j = 0; j < STREAM_ATT_DJ; ++j) q[j] = lane + 32 * j < hd ? qi[lane + 32 * j] : 0.0f;
+    for (int r0 = ks; r0 < nk; r0 += KS * STREAM_ATT_KB) {  // (uniform over the warp: the shuffles)
+        float s[STREAM_ATT_KB];
+#pragma unroll
+        for (int b = 0; b < STREAM_ATT_KB; ++b) {
+            const int r = r0 + b * KS;
+            float dot = 0.0f;
+            if (r < nk) {
+#pragma unroll
+                for (int j = 0; j < STREAM_ATT_DJ; ++j)
+                    if (lane + 32 * j < hd) dot = fmaf(q[j], ld(K + (long)r * hd + lane + 32 * j), dot);
+            }
+            s[b] = dot;
+        }
+#pragma unroll
+        for (int o = 16; o > 0; o >>= 1)
+#pragma unroll
+            for (int b = 0; b < STREAM_ATT_KB; ++b) s[b] += __shfl_xor_sync(0xffffffffu, s[b], o);
+        float mx = sm.m;
+#pragma unroll
+        for (int b = 0; b < STREAM_ATT_KB; ++b)
+            if (r0 + b * KS < nk) mx = fmaxf(mx, s[b]);
+        const float alpha = expf(sm.m - mx);  // 0 before the first key (m = -inf; mx is a score)
+        sm.l *= alpha;
+#pragma unroll
+        for (int j = 0; j < STREAM_ATT_DJ; ++j) sm.acc[j] *= alpha;
+#pragma unroll
+        for (int b = 0; b < STREAM_ATT_KB; ++b) {
+            const int r = r0 + b * KS;
+            if (r < nk) {
+                const float p = expf(s[b] - mx);
+                sm.l += p;
+#pragma unroll
+                for (int j = 0; j < STREAM_ATT_DJ; ++j)
+                    if (lane + 32 * j < hd) sm.acc[j] = fmaf(p, ld(V + (long)r * hd + lane + 32 * j), sm.acc[j]);
+            }
+        }
+        sm.m = mx;
+    }
+}
+
 // Op k, the streamed attention, on the consumer warps (see persist_produce_streamed_attention);
 // sc: the input row's shared memory (sc_bytes), scratch: 32 floats for the reductions.
 template <typename T>
@@ -181,7 +255,17 @@ __device__ void persist_streamed_attention(const StreamedAttention<T>& at, int k
     const int qpg = at.qpg(), hd = at.hd(), kps = at.keys_per_stage(), B = at.splits();
     if (stream_att_scratch_floats(qpg, hd, kps, B) * 4 > sc_bytes) __trap();  // (the host sizes it)
     float *q = sc, *acc = q + (qpg + 2) * hd, *m = acc + qpg * hd + qpg * kps, *l = m + qpg;
-    float *w = l + 2 * qpg, *ls = w + B;  // the merge's
+    float *w = sc + stream_att_merge_at(qpg, hd, kps), *ls = w + B;  // the merge's
+    // the warp path's head and key slice of this warp (active: it has a head), and its state
+    const bool by_warps = STREAM_ATT_WARP && hd <= 32 * STREAM_ATT_DJ && qpg <= PERSIST_CONSUMER_WARPS;
+    const int warp = (int)threadIdx.x >> 5, hs = qpg, KS = PERSIST_CONSUMER_WARPS / max(1, qpg);
+    const int head = warp % hs, ks = warp / hs;
+    const bool active = by_warps && ks < KS;
+    StreamAttState mine;
+    mine.m = -INFINITY;
+    mine.l = 0.0f;
+#pragma unroll
+    for (int j = 0; j < STREAM_ATT_DJ; ++j) mine.acc[j] = 0.0f;
     // qkv's row of the group, [q heads of g | k_g | v_g] (this token's), in one pass: q scaled
     const T* grp = at.qkv() + (long)g * (qpg + 2) * hd;
     const float scale = 1.0f / sqrtf((float)hd);
@@ -203,20 +287,62 @@ __device__ void persist_streamed_attention(const StreamedAttention<T>& at, int k
         if (threadIdx.x == 0 && i == 0) PERSIST_TL_MARK(k, 2);  // the first stage landed
         const int nk = min(kps, j1 - (j0 + i * kps));
         const T* K = reinterpret_cast<const T*>(ring + rb.offset[slot]);
-        stream_att_keys(sc, K, K + (long)nk * hd, nk, qpg, hd, kps);
+        if (by_warps) {
+            if (active) stream_att_warp_keys(mine, q + head * hd, K, K + (long)nk * hd, nk, hd, ks, KS);
+            persist_consumers_sync();  // every warp's reads of the stage done
+        } else {
+            stream_att_keys(sc, K, K + (long)nk * hd, nk, qpg, hd, kps);  // (ends with the barrier)
+        }
         if (threadIdx.x == 0) mbar_arrive(&rb.empty[slot]);
     }
     stage += n;
     if (threadIdx.x == 0) PERSIST_TL_MARK(k, 3);  // the stages done
-    if (own) stream_att_keys(sc, q + qpg * hd, q + (qpg + 1) * hd, 1, qpg, hd, kps);
+    if (own) {
+        if (by_warps) {
+            if (active && ks == 0) stream_att_warp_keys(mine, q + head * hd, q + qpg * hd, q + (qpg + 1) * hd, 1, hd, 0, 1);
+        } else {
+            stream_att_keys(sc, q + qpg * hd, q + (qpg + 1) * hd, 1, qpg, hd, kps);
+        }
+    }
     if (threadIdx.x == 0 && own) PERSIST_TL_MARK(k, 4);  // key p done
+    if (by_warps) {
+        // each warp's state where the block path's acc starts (the scores are not needed now);
+        // then acc, m, l of each head: its KS warps' states combined
+        float* ws = acc;
+        const int lane = (int)threadIdx.x & 31;
+        if (active) {
+#pragma unroll
+            for (int j = 0; j < STREAM_ATT_DJ; ++j)
+                if (lane + 32 * j < hd) ws[warp * (hd + 2) + lane + 32 * j] = mine.acc[j];
+            if (lane == 0) {
+                ws[warp * (hd + 2) + hd] = mine.m;
+                ws[warp * (hd + 2) + hd + 1] = mine.l;
+            }
+        }
+        persist_consumers_sync();
+        float* cm = q;  // (q is not needed now): per head, acc [hd], then m and l
+        for (int t = threadIdx.x; t < qpg * (hd + 2); t += PERSIST_CONSUMERS) {
+            const int i = t / (hd + 2), d = t % (hd + 2);
+            float mx = -INFINITY;
+            for (int c = 0; c < KS; ++c) mx = fmaxf(mx, ws[(i + hs * c) * (hd + 2) + hd]);
+            float v = 0.0f;
+            for (int c = 0; c < KS; ++c) {
+                const float* wc = ws + (i + hs * c) * (hd + 2);
+                const float wt = wc[hd] == -INFINITY ? 0.0f : expf(wc[hd] - mx);
+                v += wt * (d == hd + 1 ? wc[hd + 1] : d < hd ? wc[d] : 0.0f);
+            }
+            cm[t] = d == hd ? mx : v;
+        }
+        persist_consumers_sync();
+    }
 
     // this range's partial softmax of each head, then count the block done
     const int c = (int)blockIdx.x % B;
     float* part = at.part();
     for (int t = threadIdx.x; t < qpg * (hd + 2); t += PERSIST_CONSUMERS) {
         const int i = t / (hd + 2), d = t % (hd + 2);
-        part[((long)(g * qpg + i) * B + c) * (hd + 2) + d] = d < hd ? acc[i * hd + d] : d == hd ? m[i] : l[i];
+        part[((long)(g * qpg + i) * B + c) * (hd + 2) + d] =
+            by_warps ? q[t] : d < hd ? acc[i * hd + d] : d == hd ? m[i] : l[i];
     }
     __shared__ int stream_att_last;
 #if STREAM_ATT_ACQ_REL

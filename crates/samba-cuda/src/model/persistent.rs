@@ -895,6 +895,10 @@ mod tests {
             super::super::streamed_attention::STAGE_BYTES
         );
         assert_eq!(define("PERSIST_CONSUMERS") as u32 % VBLOCK, 0);
+        assert_eq!(
+            define("PERSIST_CONSUMERS") as usize / 32,
+            super::super::streamed_attention::CONSUMER_WARPS
+        );
         assert_eq!(define("PERSIST_VBLOCK") as u32, VBLOCK);
         assert!(define("PERSIST_MIN_BLOCKS") as usize <= BLOCKS_PER_SM);
     }

@@ -1,8 +1,9 @@
 //! The decoding attention as a phase of the persistent step, its keys and values streamed
 //! through the ring (kernels/persist_streamed_attention.cuh: `StreamedAttention`; opt-in,
 //! SAMBA_PERSIST_ATTENTION=stream). Its first version was correct on the H200 but slower than the
-//! kernel of its own; the reworked kernel is not yet run on the GPU (docs/gpu.md, "The decoding
-//! attention as a phase").
+//! kernel of its own; the second (session 7) was correct on an H100 and faster there (1.339
+//! against 1.372 ms); the warp path after it is not yet run on the GPU (docs/gpu.md, "The
+//! decoding attention as a phase").
 //!
 //! As a kernel of its own between two persistent launches, the decoding attention costs
 //! Samba-1.3B's step ~22 us per attention layer (the kernel, the persistent kernel's tail and its
@@ -19,6 +20,9 @@ use crate::ops::pdl::RecordedLaunch;
 /// (kernels/persist_streamed_attention.cuh: STREAM_ATT_MAX_KEYS, STREAM_ATT_STAGE_BYTES).
 pub(crate) const MAX_KEYS: usize = 64;
 pub(crate) const STAGE_BYTES: usize = 16384;
+/// The consumer warps of a block (kernels/persist_core.cuh: PERSIST_CONSUMER_WARPS): the warp
+/// path keeps one softmax state of hd + 2 floats per warp in the scratch.
+pub(crate) const CONSUMER_WARPS: usize = 4;
 
 /// Arguments of attention_decode_fwd the host reads or sets (kernels/attention_decode.cu: its
 /// entry's order): the partials buffer, the position array, and n_split (here B).
@@ -69,12 +73,16 @@ impl StreamedShape {
         2 * self.keys_per_stage(elem) * self.head_dim * elem
     }
 
-    /// f32 scratch in the input row's shared memory: qkv's row of the group [(qpg + 2) hd], acc
-    /// [qpg hd], the scores [qpg keys], m, l and alpha [qpg], the merge's weights and l's [B]
+    /// f32 scratch in the input row's shared memory: qkv's row of the group [(qpg + 2) hd], then
+    /// the larger of the block path's acc [qpg hd], scores [qpg keys], m, l and alpha [qpg] and
+    /// the warp path's per-warp states [warps (hd + 2)], then the merge's weights and l's [B]
     /// (kernels/persist_streamed_attention.cuh: `stream_att_scratch_floats`).
     pub fn scratch_floats(&self, elem: usize) -> usize {
         let qpg = self.heads / self.kv_heads;
-        (2 * qpg + 2) * self.head_dim + qpg * self.keys_per_stage(elem) + 3 * qpg + 2 * self.splits
+        let hd = self.head_dim;
+        let block_path = qpg * hd + qpg * self.keys_per_stage(elem) + 3 * qpg;
+        let warp_path = CONSUMER_WARPS * (hd + 2);
+        (qpg + 2) * hd + block_path.max(warp_path) + 2 * self.splits
     }
 
     /// f32 elements of the partials [heads, B, hd + 2].
@@ -108,7 +116,8 @@ mod tests {
         // 16 KB stages of K and V rows of 256 bytes: 32 keys
         assert_eq!(s.keys_per_stage(2), 32);
         assert_eq!(s.stage_bytes(2), 16384);
-        assert_eq!(s.scratch_floats(2), 4 * 128 + 32 + 3 + 2 * 14);
+        // qkv's row, then the warp path's four states (larger than the block path's 163 floats)
+        assert_eq!(s.scratch_floats(2), 3 * 128 + 4 * 130 + 2 * 14);
         assert_eq!(s.partials(), 18 * 14 * 130);
     }
 
