@@ -453,7 +453,7 @@ impl PersistentStep {
             function,
             table: dev.upload(&table)?,
             segments,
-            counter: dev.zeros::<u64>(1)?,
+            counter: dev.zeros::<u64>(16 * BARRIER_LINES)?,
             barriers: 0,
             blocks: blocks as u32,
             threads,
@@ -615,6 +615,9 @@ fn size_grid(dev: &crate::CudaDevice, name: &str) -> Result<(CudaFunction, u32, 
 /// Nanoseconds a block pauses between two reads of the barrier counter. On the H200, 0, 50, 200
 /// and 1000 gave the same step time (docs/gpu.md, "A persistent decoding kernel").
 const POLL_NS: i32 = 100;
+/// The grid barrier's counters, a 128-byte line each (kernels/persist_core.cuh:
+/// PERSIST_BARRIER_LINES): one unless the kernel is compiled with PERSIST_BARRIER_SPLIT.
+const BARRIER_LINES: usize = 32;
 
 /// Nodes of a captured graph that do work (kernels, copies, memsets; not the events a capture
 /// may hold).
@@ -900,6 +903,7 @@ mod tests {
             super::super::streamed_attention::CONSUMER_WARPS
         );
         assert_eq!(define("PERSIST_VBLOCK") as u32, VBLOCK);
+        assert_eq!(define("PERSIST_BARRIER_LINES") as usize, BARRIER_LINES);
         assert!(define("PERSIST_MIN_BLOCKS") as usize <= BLOCKS_PER_SM);
     }
 }
