@@ -115,6 +115,26 @@ __device__ void persist_produce_streamed_attention(const StreamedAttention<T>& a
     }
 }
 
+// STREAM_ATT_L2_PREFETCH (an experiment, off): the producer requests the block's cached keys and
+// values into L2 before it issues the op before the attention (qkv's rows), so they come from
+// DRAM while that phase streams its weights, and the attention's bulk copies into the ring are L2
+// hits instead of queueing behind qkv's rows (what the timeline's "first stage landed" mark
+// measures).
+#ifndef STREAM_ATT_L2_PREFETCH
+#define STREAM_ATT_L2_PREFETCH 0
+#endif
+template <typename T>
+__device__ void persist_prefetch_streamed_attention(const StreamedAttention<T>& at) {
+    int g, j0, j1;
+    bool own;
+    if (!at.share(stream_att_pos, g, j0, j1, own)) return;
+    const unsigned rbytes = (unsigned)at.row_bytes();
+    for (int r = threadIdx.x & 31; r < 2 * (j1 - j0); r += 32) {
+        const T* src = (r < j1 - j0 ? at.k_cache() : at.v_cache()) + at.slot(j0 + r % (j1 - j0), g);
+        asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(src), "r"(rbytes) : "memory");
+    }
+}
+
 // The consumers' part of the streamed attention: the online softmax over nk keys (K, V: rows of hd
 // elements, bf16 or f32, in the ring or staged from qkv), every query head of the group; ends
 // with the consumers' barrier.
