@@ -79,6 +79,30 @@
 #ifndef PERSIST_FOLD_BALANCE
 #define PERSIST_FOLD_BALANCE 0
 #endif
+
+// The dynamic pool (an experiment, not yet run on a GPU: SAMBA_NVRTC_DEFINES=PERSIST_POOL=percent;
+// compiled in, its code made the default entries spill, so it is compiled out by default). With static shares a block that streams slower than the others holds every
+// phase's end (the timeline: the last block done 1.5-3 us after the mean). So the last `percent`
+// of each dense op's units (whole chunks of `chunk` units) are not shared out but claimed, a
+// chunk at a time, by the producers that reach them first: each producer, after its static
+// stages (and x_proj's, where folded), claims chunk c = claims[k]++ - epoch (NC + G) and streams
+// it as a stage whose meta is its first unit, until a claim comes back past the last chunk
+// (every producer makes exactly one such claim, so a step adds NC + G to the count and `epoch`,
+// the launches of this table row so far, says where it starts); then four END stages (meta -1 -
+// its chunk count), one for each consumer warp. The consumer warps take the dynamic stages round
+// robin as they take the static ones, each storing its chunk's units itself (its sums in its own
+// part of ys), until its END.
+#ifndef PERSIST_POOL
+#define PERSIST_POOL 0
+#endif
+struct PersistDynamic {
+    u64* claims;  // one count per op of the launch
+    u64 epoch;
+    int percent;
+    int ys_floats;
+};
+__shared__ PersistDynamic persist_dyn;
+
 template <typename T>
 struct PersistDense {
     int kind;
@@ -166,8 +190,24 @@ struct PersistDense {
             return (int)(t < d * wx ? t / wx : d + (t - d * wx) / wz);
         }
 #endif
-        return (int)((long)b * n_units / gridDim.x);
+        return (int)((long)b * (n_units - pool_units()) / gridDim.x);
     }
+    // The dynamic pool: `chunk` units a chunk, NC chunks, the op's last pool_units() units.
+    __device__ int chunk() const {
+        const int fit = max(1, PERSIST_STAGE_BYTES / (nr * row_stride()));
+        const int share = (n_units + (int)gridDim.x - 1) / (int)gridDim.x;
+        return max(1, min(fit, (share + PERSIST_CONSUMER_WARPS - 1) / PERSIST_CONSUMER_WARPS));
+    }
+    __device__ int pool_chunks() const {
+        // (plain GEMVs and SwiGLU: the pool's per-chunk stores hold registers of their own, and
+        // every kind's in the hot loop spilled)
+        if (PERSIST_POOL <= 0 || (kind != PERSIST_GEMV && kind != PERSIST_GEMV_SWIGLU)) return 0;
+#if PERSIST_FOLD_BALANCE
+        if (fold_w()) return 0;  // (the balance splits every unit)
+#endif
+        return (int)((long)n_units * min(persist_dyn.percent, 50) / 100) / chunk();
+    }
+    __device__ int pool_units() const { return pool_chunks() * chunk(); }
     // This block's units [u0, u1), and the units per stage.
     __device__ void share(int& u0, int& u1, int& per_stage) const {
         u0 = first_unit((int)blockIdx.x);
@@ -229,6 +269,80 @@ __device__ __forceinline__ float persist_store(const PersistDense<T>& op, int u,
 
 // ---- the producer warp
 
+// Issues units [s0, s0 + units) of op as one stage (a copy per row; element by element where rows
+// are not whole aligned 16-byte vectors), its meta (the dynamic pool's) noted before the stage can
+// complete.
+template <typename T>
+__device__ __forceinline__ void persist_issue_units(const PersistDense<T>& op, int s0, int units, int meta,
+                                                    PersistStream& q, unsigned char* ring, unsigned ring_bytes,
+                                                    PersistRing& rb) {
+    const int lane = threadIdx.x & 31;
+    const int rs = op.row_stride(), rows = units * op.nr;
+    const unsigned bytes = (unsigned)(rows * rs);
+    const unsigned slot = q.claim(bytes, ring_bytes, rb);
+    unsigned char* dst = ring + q.head % ring_bytes;
+    if (lane == 0) rb.meta[slot] = meta;  // (released by lane 0's arrival below)
+#ifdef PERSIST_PROFILE
+    const long long t1 = clock64();
+#endif
+    if (op.vec16()) {
+        // the copy engine: one copy per row; the barrier's phase completes when the bytes have
+        // landed (its one arrival, lane 0's, carries the byte count)
+        if (lane == 0) mbar_arrive_expect(&rb.full[slot], bytes);
+        __syncwarp();
+        for (int r = lane; r < rows; r += 32) {
+            const int u = s0 + r / op.nr, j = r % op.nr;
+            bulk_copy(dst + (long)r * rs, op.w + op.row(u, j), (unsigned)rs, &rb.full[slot]);
+        }
+    } else {
+        for (int r = 0; r < rows; ++r) {
+            const T* src = op.w + op.row(s0 + r / op.nr, r % op.nr);
+            T* to = reinterpret_cast<T*>(dst + (long)r * rs);
+            for (int i = lane; i < op.in; i += 32) to[i] = src[i];
+        }
+        // The copies above are ordinary stores: visible to the consumers through the arrival's
+        // release, and ordered before any later bulk copy into these bytes.
+        asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
+        __syncwarp();
+        if (lane == 0) mbar_arrive(&rb.full[slot]);
+    }
+    __syncwarp();
+#ifdef PERSIST_PROFILE
+    if (lane == 0) persist_prof[PROF_ISSUE] += clock64() - t1;
+#endif
+    q.commit(bytes);
+}
+
+// The dynamic pool of op k (see PersistDynamic): chunks claimed until the pool is spent, each a
+// stage whose meta is its first unit, then an END stage per consumer warp (meta -1 - chunks).
+template <typename T>
+__device__ void persist_produce_pool(const PersistDense<T>& op, int k, PersistStream& q, unsigned char* ring,
+                                     unsigned ring_bytes, PersistRing& rb) {
+    const int lane = threadIdx.x & 31;
+    const int nc = op.pool_chunks(), chunk = op.chunk(), first = op.n_units - op.pool_units();
+    int taken = 0;
+    for (;;) {
+        unsigned long long c = 0;
+        if (lane == 0)
+            c = atomicAdd((unsigned long long*)(persist_dyn.claims + k), 1ull) -
+                persist_dyn.epoch * (unsigned long long)(nc + gridDim.x);
+        c = __shfl_sync(0xffffffffu, c, 0);
+        if (c >= (unsigned long long)nc) break;
+        const int s0 = first + (int)c * chunk;
+        persist_issue_units(op, s0, min(chunk, op.n_units - s0), s0, q, ring, ring_bytes, rb);
+        ++taken;
+    }
+    for (int e = 0; e < PERSIST_CONSUMER_WARPS; ++e) {
+        const unsigned slot = q.claim(0, ring_bytes, rb);
+        if (lane == 0) {
+            rb.meta[slot] = -1 - taken;
+            mbar_arrive(&rb.full[slot]);
+        }
+        __syncwarp();
+        q.commit(0);
+    }
+}
+
 template <typename T, bool STREAMED>
 __device__ void persist_produce(const u64* ops, int n_ops, unsigned char* ring, unsigned ring_bytes, PersistRing& rb) {
     const int lane = threadIdx.x & 31;
@@ -248,44 +362,9 @@ __device__ void persist_produce(const u64* ops, int n_ops, unsigned char* ring, 
         const PersistDense<T> op(kind, d + 4);
         int u0, u1, per;
         op.share(u0, u1, per);
-        const int rs = op.row_stride();
-        const bool vec16 = op.vec16();
         for (int s0 = u0; s0 < u1; s0 += per) {
-            const int units = min(per, u1 - s0);
-            const int rows = units * op.nr;
-            const unsigned bytes = (unsigned)(rows * rs);
-            const unsigned slot = q.claim(bytes, ring_bytes, rb);
-            if (lane == 0 && s0 == u0) PERSIST_TL_MARK(k, 0);  // the first stage's room claimed
-            unsigned char* dst = ring + q.head % ring_bytes;
-#ifdef PERSIST_PROFILE
-            const long long t1 = clock64();
-#endif
-            if (vec16) {
-                // the copy engine: one copy per row; the barrier's phase completes when the
-                // bytes have landed (its one arrival, lane 0's, carries the byte count)
-                if (lane == 0) mbar_arrive_expect(&rb.full[slot], bytes);
-                __syncwarp();
-                for (int r = lane; r < rows; r += 32) {
-                    const int u = s0 + r / op.nr, j = r % op.nr;
-                    bulk_copy(dst + (long)r * rs, op.w + op.row(u, j), (unsigned)rs, &rb.full[slot]);
-                }
-            } else {
-                for (int r = 0; r < rows; ++r) {
-                    const T* src = op.w + op.row(s0 + r / op.nr, r % op.nr);
-                    T* to = reinterpret_cast<T*>(dst + (long)r * rs);
-                    for (int i = lane; i < op.in; i += 32) to[i] = src[i];
-                }
-                // The copies above are ordinary stores: visible to the consumers through the
-                // arrival's release, and ordered before any later bulk copy into these bytes.
-                asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
-                __syncwarp();
-                if (lane == 0) mbar_arrive(&rb.full[slot]);
-            }
-            __syncwarp();
-#ifdef PERSIST_PROFILE
-            if (lane == 0) persist_prof[PROF_ISSUE] += clock64() - t1;
-#endif
-            q.commit(bytes);
+            if (s0 == u0 && lane == 0) PERSIST_TL_MARK(k, 0);  // the producer reaches the op
+            persist_issue_units(op, s0, min(per, u1 - s0), 0, q, ring, ring_bytes, rb);
         }
         // x_proj^T's rows of the block's channels, one stage after the op's own (a copy per row,
         // the lanes' in flight together: the host made every row whole 16-byte vectors)
@@ -302,6 +381,9 @@ __device__ void persist_produce(const u64* ops, int n_ops, unsigned char* ring, 
             __syncwarp();
             q.commit(bytes);
         }
+#if PERSIST_POOL > 0
+        if (op.pool_chunks() > 0) persist_produce_pool(op, k, q, ring, ring_bytes, rb);
+#endif
     }
 }
 
@@ -505,6 +587,50 @@ __device__ void persist_fold(const PersistDense<T>& op, int nc, unsigned& stage,
     ++stage;
 }
 
+// The dynamic pool's stages of op (see PersistDynamic), after the static units were stored: each
+// warp takes every PERSIST_CONSUMER_WARPS-th stage until its END, and stores its chunks' units
+// itself, their sums in its own part of ys.
+template <typename T>
+__device__ void persist_consume_pool(const PersistDense<T>& op, unsigned& stage, const unsigned char* ring,
+                                     PersistRing& rb, const T* xs, float* ys) {
+    constexpr int VEC = GemvVec<T>::N;
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    const int chunk = op.chunk(), rs = op.row_stride();
+    const bool vec = op.in % VEC == 0;
+    if (PERSIST_CONSUMER_WARPS * chunk * op.nr > persist_dyn.ys_floats) __trap();  // (the host sizes ys for it)
+    persist_consumers_sync();  // every store of the static units has read its sums
+    float* mine = ys + warp * chunk * op.nr;
+    int chunks = 0;
+    for (int j = warp;; j += PERSIST_CONSUMER_WARPS) {
+        const unsigned idx = stage + j, slot = idx % PERSIST_SLOTS;
+        mbar_wait(&rb.full[slot], (idx / PERSIST_SLOTS) & 1);
+        const int s0 = rb.meta[slot];
+        if (s0 < 0) {  // this warp's END: the pool had -1 - s0 chunks for this block
+            chunks = -1 - s0;
+            __syncwarp();
+            if (lane == 0) mbar_arrive(&rb.empty[slot]);
+            break;
+        }
+        const int units = min(chunk, op.n_units - s0);
+        persist_stage_dots<T>(ring + rb.offset[slot], rs, units * op.nr, xs, op.in, vec, lane, mine);
+        __syncwarp();
+        if (lane == 0) mbar_arrive(&rb.empty[slot]);
+        for (int i = lane; i < units; i += 32) {
+            if (op.kind == PERSIST_GEMV) {
+                typename GemvStore<T>::Pre pre;
+                op.plain().prefetch(s0 + i, 0, pre);
+                const float one[1] = {mine[i]};
+                op.plain().store(s0 + i, 0, one, pre);
+            } else {
+                const float two[2] = {mine[2 * i], mine[2 * i + 1]};
+                op.swiglu().store(s0 + i, 0, two, GemvNoPre{});
+            }
+        }
+        __syncwarp();  // (mine serves the warp's next chunk)
+    }
+    stage += chunks + PERSIST_CONSUMER_WARPS;
+}
+
 // Op k, a dense layer, on the consumer warps; `stage` counts the block's stages before it.
 template <typename T>
 __device__ void persist_consume(const PersistDense<T>& op, int k, unsigned& stage, const unsigned char* ring,
@@ -554,6 +680,9 @@ __device__ void persist_consume(const PersistDense<T>& op, int k, unsigned& stag
     if (threadIdx.x == 0) PERSIST_TL_MARK(k, 4);  // the units stored
     if (op.fold_range(u0, u1, c0, c1)) persist_fold(op, c1 - c0, stage, ring, rb, ys);
     if (threadIdx.x == 0) PERSIST_TL_MARK(k, 5);  // (and x_proj's part added)
+#if PERSIST_POOL > 0
+    if (op.pool_chunks() > 0) persist_consume_pool(op, stage, ring, rb, xs, ys);
+#endif
     PERSIST_PROF_LAP(PROF_EPILOGUE);
 }
 
@@ -772,7 +901,7 @@ __device__ bool persist_scan_wide(const u64* d, int k, float* xd, int xd_bytes) 
 // the ring [ring_bytes], then the table [n_ops][PERSIST_OP_WORDS]; every part 16-byte aligned.
 template <typename T, bool ATTENTION, bool STREAMED>
 __device__ void decode_persistent(const u64* ops, int n_ops, u64* count, u64 base, int poll_ns, int xs_bytes,
-                                  int ys_floats, int ring_bytes) {
+                                  int ys_floats, int ring_bytes, u64* claims, u64 epoch) {
     extern __shared__ __align__(16) unsigned char persist_smem[];
     __shared__ PersistRing rb;
     __shared__ float scratch[32];
@@ -790,6 +919,7 @@ __device__ void decode_persistent(const u64* ops, int n_ops, u64* count, u64 bas
         persist_sync.base = base;
         persist_sync.passed = 0;
         persist_sync.poll_ns = poll_ns;
+        persist_dyn = PersistDynamic{claims, epoch, PERSIST_POOL, ys_floats};
         for (int s = 0; s < PERSIST_SLOTS; ++s) {
             mbar_init(&rb.full[s], 1);
             mbar_init(&rb.empty[s], 1);
@@ -926,10 +1056,12 @@ __device__ void decode_persistent(const u64* ops, int n_ops, u64* count, u64 bas
 // dense phases registers: ptxas -v, 208 bytes of spills at 168 registers against none); the
 // _streamed entries run it as a streamed phase (ptxas -v: 16 bytes of spills in bf16).
 #define PERSIST_ARGS \
-    const u64 *ops, int n_ops, u64 *count, u64 base, int poll_ns, int xs_bytes, int ys_floats, int ring_bytes
+    const u64 *ops, int n_ops, u64 *count, u64 base, int poll_ns, int xs_bytes, int ys_floats, int ring_bytes, \
+        u64 *claims, u64 epoch
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
 #define PERSIST_RUN(T, attention, streamed) \
-    decode_persistent<T, attention, streamed>(ops, n_ops, count, base, poll_ns, xs_bytes, ys_floats, ring_bytes)
+    decode_persistent<T, attention, streamed>(ops, n_ops, count, base, poll_ns, xs_bytes, ys_floats, ring_bytes, claims, \
+                                              epoch)
 #else
 #define PERSIST_RUN(T, attention, streamed) __trap()
 #endif

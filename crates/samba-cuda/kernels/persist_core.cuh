@@ -245,6 +245,7 @@ struct PersistRing {
     u64 full[PERSIST_SLOTS];
     u64 empty[PERSIST_SLOTS];
     unsigned offset[PERSIST_SLOTS];  // the stage's first byte in the ring
+    int meta[PERSIST_SLOTS];         // a dynamic stage's first unit, or -1 - chunks (decode_persistent.cu)
     u64 end[PERSIST_SLOTS];          // the stage's end in the stream of bytes (producer only)
 };
 

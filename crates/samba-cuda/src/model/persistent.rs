@@ -25,7 +25,7 @@ use cudarc::driver::{sys, CudaFunction, DevicePtr, LaunchConfig};
 
 use super::plan::CudaActivations;
 use super::state::CudaDecodeState;
-use super::streamed_attention::{StreamedShape, PARTIALS_ARG, POS_ARG, SPLITS_ARG};
+use super::streamed_attention::{StreamedShape, CONSUMER_WARPS, PARTIALS_ARG, POS_ARG, SPLITS_ARG};
 use super::xproj_fold::{fold_sites, transposed_stride, XProjFold};
 use super::CudaModel;
 use crate::compile::{ATTENTION_DECODE, DECODE_PERSISTENT};
@@ -133,6 +133,14 @@ impl DenseShape {
         self.units.div_ceil(blocks)
     }
 
+    /// Units of a chunk of the dynamic pool (kernels/decode_persistent.cu: `PersistDense::chunk`,
+    /// compiled in with PERSIST_POOL): a stage's worth, at most a quarter of a block's share.
+    fn pool_chunk(&self, elem: usize, blocks: usize) -> usize {
+        let fit = (STAGE_BYTES / self.unit_bytes(elem)).max(1);
+        fit.min(self.units_per_block(blocks).div_ceil(CONSUMER_WARPS))
+            .max(1)
+    }
+
     /// Bytes of one unit in the ring (rows at a 16-byte aligned stride).
     fn unit_bytes(&self, elem: usize) -> usize {
         self.rows_per_unit * (self.input * elem).next_multiple_of(16)
@@ -172,9 +180,14 @@ impl SharedLayout {
             .map(|d| (d.input * elem).next_multiple_of(16))
             .max()
             .unwrap_or(0);
+        // (a block's units, or the four consumer warps' chunks of the dynamic pool)
         let sums = shapes
             .iter()
-            .map(|d| d.units_per_block(blocks) * d.rows_per_unit)
+            .map(|d| {
+                d.units_per_block(blocks)
+                    .max(CONSUMER_WARPS * d.pool_chunk(elem, blocks))
+                    * d.rows_per_unit
+            })
             .max()
             .unwrap_or(0)
             .next_multiple_of(4);
@@ -266,6 +279,11 @@ pub(crate) struct PersistentStep {
     /// The barrier counter (kernels/persist_core.cuh), never reset: each launch starts
     /// where the last one left it (`barriers` of them so far, per block).
     counter: Buffer<u64>,
+    /// The dynamic pool's claim counts, one per table row (kernels/decode_persistent.cu:
+    /// `PersistDynamic`, compiled in with PERSIST_POOL), never reset: each step adds the same
+    /// amount, and `steps` (the steps run so far) says where a step starts.
+    claims: Buffer<u64>,
+    steps: u64,
     barriers: u64,
     blocks: u32,
     threads: u32,
@@ -454,6 +472,8 @@ impl PersistentStep {
             table: dev.upload(&table)?,
             segments,
             counter: dev.zeros::<u64>(16 * BARRIER_LINES)?,
+            claims: dev.zeros::<u64>(n_ops)?,
+            steps: 0,
             barriers: 0,
             blocks: blocks as u32,
             threads,
@@ -473,6 +493,7 @@ impl PersistentStep {
         let s = dev.stream();
         let (t_p, _g0) = self.table.device_ptr(s);
         let (c_p, _g1) = self.counter.device_ptr(s);
+        let (claims_p, _g2) = self.claims.device_ptr(s);
         for seg in &self.segments {
             match seg {
                 Segment::Phases { first, count } => {
@@ -484,14 +505,17 @@ impl PersistentStep {
                         .i32(POLL_NS)
                         .i32(self.layout.input_bytes as i32)
                         .i32(self.layout.sums as i32)
-                        .i32(self.layout.ring_bytes as i32);
+                        .i32(self.layout.ring_bytes as i32)
+                        .ptr(claims_p + (first * size_of::<u64>()) as u64)
+                        .u64(self.steps);
                     let cfg = LaunchConfig {
                         grid_dim: (self.blocks, 1, 1),
                         block_dim: (self.threads, 1, 1),
                         shared_mem_bytes: self.layout.total() as u32,
                     };
                     // SAFETY: arguments match decode_persistent_<T>(const u64*, int, u64*, u64,
-                    // int, int, int, int); the shared memory holds the input row, the sums,
+                    // int, int, int, int, u64*, u64), the claims one per table row from
+                    // `first`; the shared memory holds the input row, the sums,
                     // the ring as planned for every dense op of the table and the launch's
                     // `count` <= MAX_LAUNCH_OPS table rows after them (SharedLayout::plan);
                     // the table holds `count` ops of OP_WORDS words from `first`, each a
@@ -523,6 +547,7 @@ impl PersistentStep {
                 }
             }
         }
+        self.steps += 1;
         Ok(())
     }
 }
@@ -831,7 +856,9 @@ mod tests {
         }];
         let l = SharedLayout::plan(&odd, 1, 4, 4, 4096).expect("fits");
         assert_eq!(l.input_bytes, 128);
-        assert_eq!(l.sums, 4);
+        // 2 units of 2 rows a block, but room for each consumer warp's chunk of the dynamic pool
+        // (a unit each: 4 warps x 2 rows)
+        assert_eq!(l.sums, 8);
         // the largest stage: three of the head's 4608-byte rows (16 KB at most)
         let stage = shapes.iter().map(|d| d.stage_bytes(2, 264)).max();
         assert_eq!(stage, Some(3 * 4608));
