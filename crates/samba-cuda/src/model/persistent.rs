@@ -874,6 +874,29 @@ mod tests {
         assert!(err.to_string().contains("stage"), "{err}");
     }
 
+    /// The dynamic pool's chunk (PERSIST_POOL): a stage's worth of units, at most a quarter of a
+    /// block's share, at least one; the sums leave room for the four consumer warps' chunks.
+    #[test]
+    fn pool_chunks_are_a_stage_or_a_quarter_share() {
+        let shape = |input, units, rows_per_unit| DenseShape {
+            input,
+            units,
+            rows_per_unit,
+        };
+        // Samba-1.3B bf16 on 264 blocks: the head's 4.6 KB rows, 3 to a 16 KB stage
+        assert_eq!(shape(2304, 32000, 1).pool_chunk(2, 264), 3);
+        // fc2's 12 KB rows and [w1; w2]'s 9 KB units: one a stage
+        assert_eq!(shape(6144, 2304, 1).pool_chunk(2, 264), 1);
+        assert_eq!(shape(2304, 6144, 2).pool_chunk(2, 264), 1);
+        // small rows: a quarter of the block's share (7 units -> 2)
+        assert_eq!(shape(32, 7 * 64, 1).pool_chunk(4, 64), 2);
+        // fewer units than blocks: one
+        assert_eq!(shape(32, 10, 2).pool_chunk(4, 64), 1);
+        // the sums: [w1; w2]'s 24 units of 2 rows a block, larger than 4 warps' chunks of 1
+        let l = SharedLayout::plan(&[shape(2304, 6144, 2)], 1, 2, 264, 200_000).expect("fits");
+        assert_eq!(l.sums, 48);
+    }
+
     /// The kinds and the table's width agree with the kernel (kernels/persist_core.cuh and the
     /// files after it).
     #[test]
