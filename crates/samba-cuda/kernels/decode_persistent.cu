@@ -80,8 +80,9 @@
 #define PERSIST_FOLD_BALANCE 0
 #endif
 
-// The dynamic pool (an experiment, not yet run on a GPU: SAMBA_NVRTC_DEFINES=PERSIST_POOL=percent;
-// compiled in, its code made the default entries spill, so it is compiled out by default). With static shares a block that streams slower than the others holds every
+// The dynamic pool (an experiment, not yet run on a GPU: SAMBA_NVRTC_DEFINES=PERSIST_POOL=percent,
+// at most 50; compiled in, its code made the default entries spill, so it is compiled out by
+// default). With static shares a block that streams slower than the others holds every
 // phase's end (the timeline: the last block done 1.5-3 us after the mean). So the last `percent`
 // of each dense op's units (whole chunks of `chunk` units) are not shared out but claimed, a
 // chunk at a time, by the producers that reach them first: each producer, after its static
@@ -98,7 +99,6 @@
 struct PersistDynamic {
     u64* claims;  // one count per op of the launch
     u64 epoch;
-    int percent;
     int ys_floats;
 };
 __shared__ PersistDynamic persist_dyn;
@@ -192,11 +192,12 @@ struct PersistDense {
 #endif
         return (int)((long)b * (n_units - pool_units()) / gridDim.x);
     }
+    // Whole units a stage holds (one at least, if a unit is larger).
+    __device__ int stage_fit() const { return max(1, PERSIST_STAGE_BYTES / (nr * row_stride())); }
     // The dynamic pool: `chunk` units a chunk, NC chunks, the op's last pool_units() units.
     __device__ int chunk() const {
-        const int fit = max(1, PERSIST_STAGE_BYTES / (nr * row_stride()));
         const int share = (n_units + (int)gridDim.x - 1) / (int)gridDim.x;
-        return max(1, min(fit, (share + PERSIST_CONSUMER_WARPS - 1) / PERSIST_CONSUMER_WARPS));
+        return max(1, min(stage_fit(), (share + PERSIST_CONSUMER_WARPS - 1) / PERSIST_CONSUMER_WARPS));
     }
     __device__ int pool_chunks() const {
         // (plain GEMVs and SwiGLU: the pool's per-chunk stores hold registers of their own, and
@@ -205,16 +206,15 @@ struct PersistDense {
 #if PERSIST_FOLD_BALANCE
         if (fold_w()) return 0;  // (the balance splits every unit)
 #endif
-        return (int)((long)n_units * min(persist_dyn.percent, 50) / 100) / chunk();
+        return (int)((long)n_units * min(PERSIST_POOL, 50) / 100) / chunk();
     }
     __device__ int pool_units() const { return pool_chunks() * chunk(); }
     // This block's units [u0, u1), and the units per stage.
     __device__ void share(int& u0, int& u1, int& per_stage) const {
         u0 = first_unit((int)blockIdx.x);
         u1 = first_unit((int)blockIdx.x + 1);
-        const int fit = max(1, PERSIST_STAGE_BYTES / (nr * row_stride()));
         const int even = max(1, (u1 - u0 + PERSIST_CONSUMER_WARPS - 1) / PERSIST_CONSUMER_WARPS);
-        per_stage = min(fit, even);
+        per_stage = min(stage_fit(), even);
     }
 
     // The op's epilogue (gemv.cu), from its arguments.
@@ -676,8 +676,8 @@ __device__ void persist_consume(const PersistDense<T>& op, int k, unsigned& stag
         const float uv = persist_store(op, u0 + i, ys + i * op.nr, pre);
         if (op.kind == PERSIST_GEMV_CONV) ys[i] = uv;  // (one row per unit: this thread's own sum)
     }
-    int c0, c1;
     if (threadIdx.x == 0) PERSIST_TL_MARK(k, 4);  // the units stored
+    int c0, c1;
     if (op.fold_range(u0, u1, c0, c1)) persist_fold(op, c1 - c0, stage, ring, rb, ys);
     if (threadIdx.x == 0) PERSIST_TL_MARK(k, 5);  // (and x_proj's part added)
 #if PERSIST_POOL > 0
@@ -919,7 +919,7 @@ __device__ void decode_persistent(const u64* ops, int n_ops, u64* count, u64 bas
         persist_sync.base = base;
         persist_sync.passed = 0;
         persist_sync.poll_ns = poll_ns;
-        persist_dyn = PersistDynamic{claims, epoch, PERSIST_POOL, ys_floats};
+        persist_dyn = PersistDynamic{claims, epoch, ys_floats};
         for (int s = 0; s < PERSIST_SLOTS; ++s) {
             mbar_init(&rb.full[s], 1);
             mbar_init(&rb.empty[s], 1);
@@ -1054,7 +1054,7 @@ __device__ void decode_persistent(const u64* ops, int n_ops, u64* count, u64 bas
 // sm_90 and later (the host checks the compute capability); for older targets the entries trap.
 // The _attention entries also run the decoding attention's kernel body (compiled in, it costs the
 // dense phases registers: ptxas -v, 208 bytes of spills at 168 registers against none); the
-// _streamed entries run it as a streamed phase (ptxas -v: 16 bytes of spills in bf16).
+// _streamed entries run it as a streamed phase (ptxas -v: no spills).
 #define PERSIST_ARGS \
     const u64 *ops, int n_ops, u64 *count, u64 base, int poll_ns, int xs_bytes, int ys_floats, int ring_bytes, \
         u64 *claims, u64 epoch

@@ -147,7 +147,8 @@ __device__ u64 persist_tl_mark[PERSIST_TL_OPS][PERSIST_TL_BLOCKS][PERSIST_TL_MAR
 #ifndef PERSIST_BARRIER_SPLIT
 #define PERSIST_BARRIER_SPLIT 1
 #endif
-#define PERSIST_BARRIER_LINES 32  // counters the host allocates, 16 u64 (128 bytes) apart
+#define PERSIST_BARRIER_LINES 32   // counters the host allocates
+#define PERSIST_BARRIER_STRIDE 16  // u64 from one counter to the next (128 bytes)
 __device__ __forceinline__ void persist_pass(int k) {
 #if PERSIST_BARRIER_SPLIT > 1
     static_assert(PERSIST_BARRIER_SPLIT <= 32 && PERSIST_BARRIER_SPLIT <= PERSIST_BARRIER_LINES, "one lane per counter");
@@ -158,12 +159,12 @@ __device__ __forceinline__ void persist_pass(int k) {
             const unsigned lane = threadIdx.x, S = PERSIST_BARRIER_SPLIT, G = gridDim.x;
             if (lane == 0) {
                 PERSIST_TL(persist_tl_arrive, j);
-                asm volatile("red.release.gpu.global.add.u64 [%0], 1;" ::"l"(persist_sync.count + 16 * (blockIdx.x % S))
+                asm volatile("red.release.gpu.global.add.u64 [%0], 1;" ::"l"(persist_sync.count + PERSIST_BARRIER_STRIDE * (blockIdx.x % S))
                              : "memory");
             }
             const u64 n_c = lane < S ? (G - lane + S - 1) / S : 0;
             const u64 target = (persist_sync.base / G + (u64)j) * n_c;
-            while (!__all_sync(0xffffffffu, lane >= S || persist_ld_acquire(persist_sync.count + 16 * lane) >= target)) {
+            while (!__all_sync(0xffffffffu, lane >= S || persist_ld_acquire(persist_sync.count + PERSIST_BARRIER_STRIDE * lane) >= target)) {
                 if (persist_sync.poll_ns > 0) __nanosleep(persist_sync.poll_ns);
             }
             if (lane == 0) {

@@ -142,6 +142,19 @@ __device__ void persist_prefetch_streamed_attention(const StreamedAttention<T>& 
 #ifndef STREAM_ATT_ACQ_REL  // the group's count as an acq_rel atomic instead of two fences (experiment)
 #define STREAM_ATT_ACQ_REL 0
 #endif
+// Adds one to a kv group's count of blocks done and returns the count before. With
+// STREAM_ATT_ACQ_REL the add itself releases the block's partials (ordered before thread 0's add
+// by the consumers' barrier) and acquires the other blocks' (the last block reads them); else
+// the caller's fences do.
+__device__ __forceinline__ unsigned stream_att_count(unsigned* done) {
+#if STREAM_ATT_ACQ_REL
+    unsigned before;
+    asm volatile("atom.acq_rel.gpu.global.add.u32 %0, [%1], 1;" : "=r"(before) : "l"(done) : "memory");
+    return before;
+#else
+    return atomicAdd(done, 1u);
+#endif
+}
 template <typename KV>
 __device__ void stream_att_keys(float* sc, const KV* K, const KV* V, int nk, int qpg, int hd, int kps) {
     float *q = sc, *acc = q + (qpg + 2) * hd, *s = acc + qpg * hd, *m = s + qpg * kps, *l = m + qpg, *al = l + qpg;
@@ -365,26 +378,16 @@ __device__ void persist_streamed_attention(const StreamedAttention<T>& at, int k
             by_warps ? q[t] : d < hd ? acc[i * hd + d] : d == hd ? m[i] : l[i];
     }
     __shared__ int stream_att_last;
-#if STREAM_ATT_ACQ_REL
-    // the count's add releases the block's partials (ordered before thread 0's add by the
-    // consumers' barrier) and acquires the other blocks' (the last block reads them)
+#if !STREAM_ATT_ACQ_REL
+    __threadfence();  // (the partials, before the count)
+#endif
     persist_consumers_sync();
-    if (threadIdx.x == 0) {
-        unsigned before;
-        asm volatile("atom.acq_rel.gpu.global.add.u32 %0, [%1], 1;" : "=r"(before) : "l"(at.done() + g) : "memory");
-        stream_att_last = before == (unsigned)(B - 1);
-    }
+    if (threadIdx.x == 0) stream_att_last = stream_att_count(at.done() + g) == (unsigned)(B - 1);
     persist_consumers_sync();
     if (threadIdx.x == 0) PERSIST_TL_MARK(k, 5);  // the partials written and counted
     if (!stream_att_last) return;
-#else
-    __threadfence();
-    persist_consumers_sync();
-    if (threadIdx.x == 0) stream_att_last = atomicAdd(at.done() + g, 1u) == (unsigned)(B - 1);
-    persist_consumers_sync();
-    if (threadIdx.x == 0) PERSIST_TL_MARK(k, 5);  // the partials written and counted
-    if (!stream_att_last) return;
-    __threadfence();
+#if !STREAM_ATT_ACQ_REL
+    __threadfence();  // (the other blocks' partials, after the count)
 #endif
     // the group's last block: merge each head's B ranges, store the output and this token's k, v
     for (int i = 0; i < qpg; ++i) {

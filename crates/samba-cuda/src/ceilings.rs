@@ -167,13 +167,24 @@ fn checked_rate(what: &'static str, rate: f64) -> Result<f64> {
     }
 }
 
-/// The shortest of `runs` timings of `run`, each from an idle stream to the end of its work.
-fn best_seconds(dev: &CudaDevice, runs: usize, mut run: impl FnMut() -> Result<()>) -> Result<f64> {
+/// `op` run `warm_up` times untimed, then the shortest of RUNS timings of `per_run` calls, each
+/// from an idle stream to the end of its work.
+fn best_seconds(
+    dev: &CudaDevice,
+    warm_up: usize,
+    per_run: usize,
+    mut op: impl FnMut() -> Result<()>,
+) -> Result<f64> {
+    for _ in 0..warm_up {
+        op()?;
+    }
     let mut best = f64::INFINITY;
-    for _ in 0..runs {
+    for _ in 0..RUNS {
         dev.synchronize()?;
         let t0 = Instant::now();
-        run()?;
+        for _ in 0..per_run {
+            op()?;
+        }
         dev.synchronize()?;
         best = best.min(t0.elapsed().as_secs_f64());
     }
@@ -195,18 +206,12 @@ fn measure_copy_bandwidth(dev: &CudaDevice) -> Result<f64> {
     let src = dev.zeros::<u8>(bytes)?;
     let mut dst = dev.zeros::<u8>(bytes)?;
     let stream = dev.stream();
-    let mut copy = || {
+    let copy = || {
         stream
             .memcpy_dtod(&src, &mut dst)
             .map_err(driver(format!("copying {bytes} bytes device to device")))
     };
-    copy()?;
-    let seconds = best_seconds(dev, RUNS, || {
-        for _ in 0..COPIES_PER_RUN {
-            copy()?;
-        }
-        Ok(())
-    })?;
+    let seconds = best_seconds(dev, 1, COPIES_PER_RUN, copy)?;
     checked_rate(WHAT, copy_rate(bytes, COPIES_PER_RUN, seconds))
 }
 
@@ -252,16 +257,8 @@ fn measure_bf16_gemm(dev: &CudaDevice) -> Result<f64> {
         in_features: n,
         out_features: n,
     };
-    let mut gemm = || linear_fwd_strided(dev, &mut out, n, &a, n, &a, dims);
-    for _ in 0..WARM_UP_GEMMS {
-        gemm()?;
-    }
-    let seconds = best_seconds(dev, RUNS, || {
-        for _ in 0..GEMMS_PER_RUN {
-            gemm()?;
-        }
-        Ok(())
-    })?;
+    let gemm = || linear_fwd_strided(dev, &mut out, n, &a, n, &a, dims);
+    let seconds = best_seconds(dev, WARM_UP_GEMMS, GEMMS_PER_RUN, gemm)?;
     checked_rate(WHAT, gemm_rate(n, GEMMS_PER_RUN, seconds))
 }
 

@@ -25,7 +25,7 @@ use cudarc::driver::{sys, CudaFunction, DevicePtr, LaunchConfig};
 
 use super::plan::CudaActivations;
 use super::state::CudaDecodeState;
-use super::streamed_attention::{StreamedShape, CONSUMER_WARPS, PARTIALS_ARG, POS_ARG, SPLITS_ARG};
+use super::streamed_attention::{StreamedShape, PARTIALS_ARG, POS_ARG, SPLITS_ARG};
 use super::xproj_fold::{fold_sites, transposed_stride, XProjFold};
 use super::CudaModel;
 use crate::compile::{ATTENTION_DECODE, DECODE_PERSISTENT};
@@ -471,7 +471,7 @@ impl PersistentStep {
             function,
             table: dev.upload(&table)?,
             segments,
-            counter: dev.zeros::<u64>(16 * BARRIER_LINES)?,
+            counter: dev.zeros::<u64>(BARRIER_STRIDE * BARRIER_LINES)?,
             claims: dev.zeros::<u64>(n_ops)?,
             steps: 0,
             barriers: 0,
@@ -640,9 +640,14 @@ fn size_grid(dev: &crate::CudaDevice, name: &str) -> Result<(CudaFunction, u32, 
 /// Nanoseconds a block pauses between two reads of the barrier counter. On the H200, 0, 50, 200
 /// and 1000 gave the same step time (docs/gpu.md, "A persistent decoding kernel").
 const POLL_NS: i32 = 100;
-/// The grid barrier's counters, a 128-byte line each (kernels/persist_core.cuh:
-/// PERSIST_BARRIER_LINES): one unless the kernel is compiled with PERSIST_BARRIER_SPLIT.
+/// The grid barrier's counters, a 128-byte line (BARRIER_STRIDE u64) each (kernels/persist_core.cuh:
+/// PERSIST_BARRIER_LINES, PERSIST_BARRIER_STRIDE): one unless the kernel is compiled with
+/// PERSIST_BARRIER_SPLIT.
 const BARRIER_LINES: usize = 32;
+const BARRIER_STRIDE: usize = 16;
+/// The consumer warps of a block (kernels/persist_core.cuh: PERSIST_CONSUMER_WARPS): the dynamic
+/// pool's chunks and the streamed attention's warp path are per warp.
+pub(crate) const CONSUMER_WARPS: usize = 4;
 
 /// Nodes of a captured graph that do work (kernels, copies, memsets; not the events a capture
 /// may hold).
@@ -948,12 +953,10 @@ mod tests {
             super::super::streamed_attention::STAGE_BYTES
         );
         assert_eq!(define("PERSIST_CONSUMERS") as u32 % VBLOCK, 0);
-        assert_eq!(
-            define("PERSIST_CONSUMERS") as usize / 32,
-            super::super::streamed_attention::CONSUMER_WARPS
-        );
+        assert_eq!(define("PERSIST_CONSUMERS") as usize / 32, CONSUMER_WARPS);
         assert_eq!(define("PERSIST_VBLOCK") as u32, VBLOCK);
         assert_eq!(define("PERSIST_BARRIER_LINES") as usize, BARRIER_LINES);
+        assert_eq!(define("PERSIST_BARRIER_STRIDE") as usize, BARRIER_STRIDE);
         assert!(define("PERSIST_MIN_BLOCKS") as usize <= BLOCKS_PER_SM);
     }
 }

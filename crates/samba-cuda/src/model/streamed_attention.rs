@@ -14,15 +14,13 @@
 //! recorded attention launches can run so and what they need: B, a partials buffer for B ranges
 //! per head, and scratch in the input row's shared memory.
 
+use super::persistent::CONSUMER_WARPS;
 use crate::ops::pdl::RecordedLaunch;
 
 /// Keys per stage at most, and a stage's K and V rows at most
 /// (kernels/persist_streamed_attention.cuh: STREAM_ATT_MAX_KEYS, STREAM_ATT_STAGE_BYTES).
 pub(crate) const MAX_KEYS: usize = 64;
 pub(crate) const STAGE_BYTES: usize = 16384;
-/// The consumer warps of a block (kernels/persist_core.cuh: PERSIST_CONSUMER_WARPS): the warp
-/// path keeps one softmax state of hd + 2 floats per warp in the scratch.
-pub(crate) const CONSUMER_WARPS: usize = 4;
 
 /// Arguments of attention_decode_fwd the host reads or sets (kernels/attention_decode.cu: its
 /// entry's order): the partials buffer, the position array, and n_split (here B).
