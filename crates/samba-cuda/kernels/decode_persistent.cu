@@ -79,6 +79,14 @@
 #ifndef PERSIST_FOLD_BALANCE
 #define PERSIST_FOLD_BALANCE 0
 #endif
+// Copies of x_dbl's sums the folded x_proj's blocks spread their additions over (persist_fold).
+#define PERSIST_FOLD_COPIES 8
+// fc2 folded into the SwiGLU phase (an experiment, compiled out by default: measured slower, and
+// compiled in it made the streamed entries spill; see persist_fold). With it off, a SwiGLU row
+// carrying the fold's arguments traps (persist_consume): fc2 would be missing from the step.
+#ifndef PERSIST_FC2_FOLD
+#define PERSIST_FC2_FOLD 0
+#endif
 
 // The dynamic pool (an experiment, not yet run on a GPU: SAMBA_NVRTC_DEFINES=PERSIST_POOL=percent,
 // at most 50; compiled in, its code made the default entries spill, so it is compiled out by
@@ -165,16 +173,27 @@ struct PersistDense {
     __device__ int row_stride() const { return (int)(((long)in * sizeof(T) + 15) & ~15L); }
     __device__ bool vec16() const { return ((long)in * sizeof(T)) % 16 == 0 && gemv_aligned(w); }
 
-    // x_proj folded into in_proj's phase (conv ops, when the host set a[PERSIST_FOLD_*]; see
-    // persist_fold): x_proj^T [d_inner, stride] (T, rows 16-byte aligned), the f32 sums x_dbl
-    // [n] it adds into, and this block's channels [c0, c1) of u (its units below d_inner).
-    __device__ const T* fold_w() const { return kind == PERSIST_GEMV_CONV ? (const T*)a[PERSIST_FOLD_W] : nullptr; }
+    // The op after this one folded into its phase (when the host set a[PERSIST_FOLD_*]; see
+    // persist_fold): x_proj into in_proj + conv step's, fc2 into the SwiGLU's. The transposed
+    // weight W^T [inputs, stride] (T, rows 16-byte aligned), the f32 sums [n] it adds into
+    // (x_dbl's copies, or the residual), and this block's inputs [c0, c1) of it: the channels of
+    // u among its units (those below d_inner), or its hidden units.
+    __device__ bool foldable() const { return kind == PERSIST_GEMV_CONV || (PERSIST_FC2_FOLD && kind == PERSIST_GEMV_SWIGLU); }
+    __device__ const T* fold_w() const { return foldable() ? (const T*)a[PERSIST_FOLD_W] : nullptr; }
     __device__ float* fold_acc() const { return (float*)a[PERSIST_FOLD_SUMS]; }
     __device__ int fold_n() const { return (int)a[PERSIST_FOLD_N]; }
     __device__ int fold_stride() const { return (int)a[PERSIST_FOLD_STRIDE]; }
+    __device__ int fold_copies() const { return kind == PERSIST_GEMV_CONV ? PERSIST_FOLD_COPIES : 1; }
+    // (fc2 adds into the residual the phase's own input RMSNorm(x) is read from: after every block
+    // counted itself here, see persist_fold)
+    __device__ u64* fold_staged() const { return kind == PERSIST_GEMV_SWIGLU ? (u64*)a[PERSIST_FOLD_STAGED] : nullptr; }
+    // W^T's rows a stage holds (one at least)
+    __device__ int fold_rows_per_stage() const {
+        return max(1, PERSIST_STAGE_BYTES / (fold_stride() * (int)sizeof(T)));
+    }
     __device__ bool fold_range(int u0, int u1, int& c0, int& c1) const {
         c0 = u0;
-        c1 = min(u1, (int)a[5]);
+        c1 = kind == PERSIST_GEMV_CONV ? min(u1, (int)a[5]) : u1;
         return fold_w() != nullptr && c1 > c0;
     }
 
@@ -184,7 +203,7 @@ struct PersistDense {
     // per block than the z units and the blocks' streams end together.
     __device__ int first_unit(int b) const {
 #if PERSIST_FOLD_BALANCE
-        if (fold_w()) {
+        if (kind == PERSIST_GEMV_CONV && fold_w()) {
             const long d = (long)a[5], wz = row_stride(), wx = wz + (long)fold_stride() * (long)sizeof(T);
             const long t = (long)b * (d * (wx + wz)) / gridDim.x;
             return (int)(t < d * wx ? t / wx : d + (t - d * wx) / wz);
@@ -203,9 +222,7 @@ struct PersistDense {
         // (plain GEMVs and SwiGLU: the pool's per-chunk stores hold registers of their own, and
         // every kind's in the hot loop spilled)
         if (PERSIST_POOL <= 0 || (kind != PERSIST_GEMV && kind != PERSIST_GEMV_SWIGLU)) return 0;
-#if PERSIST_FOLD_BALANCE
-        if (fold_w()) return 0;  // (the balance splits every unit)
-#endif
+        if (fold_w()) return 0;  // (a fold takes the block's own units; the balance splits every unit)
         return (int)((long)n_units * min(PERSIST_POOL, 50) / 100) / chunk();
     }
     __device__ int pool_units() const { return pool_chunks() * chunk(); }
@@ -261,8 +278,8 @@ __device__ __forceinline__ float persist_store(const PersistDense<T>& op, int u,
         return op.conv().store(u, 0, one, pre.conv);
     } else {
         const float two[2] = {y[0], y[1]};
-        if (op.kind == PERSIST_GEMV_SWIGLU) op.swiglu().store(u, 0, two, GemvNoPre{});
-        else op.rope().store(u, 0, two, pre.rope);
+        if (op.kind == PERSIST_GEMV_SWIGLU) return op.swiglu().store(u, 0, two, GemvNoPre{});
+        op.rope().store(u, 0, two, pre.rope);
     }
     return 0.0f;
 }
@@ -366,20 +383,25 @@ __device__ void persist_produce(const u64* ops, int n_ops, unsigned char* ring, 
             if (s0 == u0 && lane == 0) PERSIST_TL_MARK(k, 0);  // the producer reaches the op
             persist_issue_units(op, s0, min(per, u1 - s0), 0, q, ring, ring_bytes, rb);
         }
-        // x_proj^T's rows of the block's channels, one stage after the op's own (a copy per row,
-        // the lanes' in flight together: the host made every row whole 16-byte vectors)
+        // The folded op's rows of W^T for the block's inputs, in stages after the op's own (x_proj's
+        // fit one: the host checks; a copy per row, the lanes' in flight together: the host made
+        // every row whole 16-byte vectors)
         int c0, c1;
         if (op.fold_range(u0, u1, c0, c1)) {
-            const unsigned bytes = (unsigned)((c1 - c0) * op.fold_stride() * (int)sizeof(T));
-            const unsigned slot = q.claim(bytes, ring_bytes, rb);
-            if (lane == 0) mbar_arrive_expect(&rb.full[slot], bytes);
-            __syncwarp();
             const unsigned row_bytes = (unsigned)(op.fold_stride() * (int)sizeof(T));
-            for (int r = lane; r < c1 - c0; r += 32)
-                bulk_copy(ring + q.head % ring_bytes + (long)r * row_bytes,
-                          op.fold_w() + (long)(c0 + r) * op.fold_stride(), row_bytes, &rb.full[slot]);
-            __syncwarp();
-            q.commit(bytes);
+            const int per = op.fold_rows_per_stage();
+            for (int f0 = c0; f0 < c1; f0 += per) {
+                const int rows = min(per, c1 - f0);
+                const unsigned bytes = (unsigned)rows * row_bytes;
+                const unsigned slot = q.claim(bytes, ring_bytes, rb);
+                if (lane == 0) mbar_arrive_expect(&rb.full[slot], bytes);
+                __syncwarp();
+                for (int r = lane; r < rows; r += 32)
+                    bulk_copy(ring + q.head % ring_bytes + (long)r * row_bytes,
+                              op.fold_w() + (long)(f0 + r) * op.fold_stride(), row_bytes, &rb.full[slot]);
+                __syncwarp();
+                q.commit(bytes);
+            }
         }
 #if PERSIST_POOL > 0
         if (op.pool_chunks() > 0) persist_produce_pool(op, k, q, ring, ring_bytes, rb);
@@ -537,21 +559,35 @@ __device__ __forceinline__ void persist_stage_dots(const unsigned char* base, in
 }
 
 
-// x_proj folded into in_proj's phase (the host's choice, src/model/xproj_fold.rs): x_proj's
-// product x_dbl[j] = sum_e W[j, e] u[e] needs every channel e of u, so as its own op it is a phase
-// of its own (176 rows of Samba-1.3B over 264 blocks: ~4.7 us for 0.4 us of bytes). Split over
-// the channels instead, each block adds its channels' part
-//   acc[j] += sum_{e in [c0, c1)} W^T[e, j] u[e]
-// right after the conv step produced those u (uv: this block's u as stored, rounded to T), with
-// W^T's rows [c0, c1) streamed into the ring as one stage after the op's own. acc is
-// PERSIST_FOLD_COPIES copies of x_dbl's f32 sums, a row of W^T (stride floats) apart; block b adds
-// into copy b % PERSIST_FOLD_COPIES with 16-byte vector reductions, four outputs a thread (so ~16
-// blocks, not ~130, add to one address; on the H200 the step measured the same without the
-// additions, so they are not what the phase waits for). The
-// scan step adds the copies after the next barrier and rounds the sums to T as x_proj's output
-// is stored; the order of the additions changes from run to run (f32 atomics). The previous
-// Mamba layer's scan step zeroed acc (persist_scan_zero_next).
-#define PERSIST_FOLD_COPIES 8
+// An op folded into the phase before it (the host's choice): its product needs every element of
+// its input, so as an op of its own it would wait at a grid barrier for the phase that produced
+// that input. Split over the inputs instead, each block adds its inputs' part of every output,
+//   acc[j] += sum_{e in [c0, c1)} W^T[e, j] v[e]
+// right after it produced those v (uv: its v as stored, rounded to T), with W^T's rows [c0, c1)
+// streamed into the ring in stages after the op's own, four outputs a thread (a thread holds up
+// to PERSIST_FOLD_GROUPS fours: the host checks n <= 4 PERSIST_FOLD_GROUPS PERSIST_CONSUMERS;
+// with fewer outputs than threads, the inputs are split between threads too), and one 16-byte
+// vector reduction per four outputs at the end. The order of the additions changes from run to
+// run (f32 atomics).
+// - Mamba's x_proj into in_proj + conv step (src/model/xproj_fold.rs; x_dbl = x_proj u, 176 rows
+//   of Samba-1.3B over 264 blocks as a phase: ~4.7 us for 0.4 us of bytes): acc is
+//   PERSIST_FOLD_COPIES copies of x_dbl's f32 sums, a row of W^T (stride floats) apart, block b
+//   adding into copy b % PERSIST_FOLD_COPIES (so ~16 blocks, not ~130, add to one address; on the
+//   H200 the step measured the same without the additions). The scan step adds the copies after
+//   the next barrier and rounds them to T as x_proj's output is stored; the previous Mamba layer's
+//   scan step zeroed acc (persist_scan_zero_next).
+// - The MLP's fc2 into the SwiGLU phase (src/model/fc2_fold.rs; x += fc2 act): acc is the
+//   residual x itself. Every block of the phase stages RMSNorm(x) from x after the barrier, so
+//   none may add into x before all have: each counts itself in fold_staged() once staged (a
+//   step adds G), and a block waits for the count before its additions (~10 us later, so in
+//   practice without waiting). fc2 is computed from act as stored (T), as the op would read it.
+#ifndef PERSIST_FOLD_GROUPS
+#if PERSIST_FC2_FOLD
+#define PERSIST_FOLD_GROUPS 6
+#else  // (x_proj alone: its outputs are fewer than 4 PERSIST_CONSUMERS, the host checks)
+#define PERSIST_FOLD_GROUPS 1
+#endif
+#endif
 __device__ __forceinline__ void persist_red_add_v4(float* p, float a, float b, float c, float d) {
     asm volatile("red.relaxed.gpu.global.add.v4.f32 [%0], {%1, %2, %3, %4};" ::"l"(p), "f"(a), "f"(b), "f"(c), "f"(d)
                  : "memory");
@@ -559,32 +595,58 @@ __device__ __forceinline__ void persist_red_add_v4(float* p, float a, float b, f
 template <typename T>
 __device__ void persist_fold(const PersistDense<T>& op, int nc, unsigned& stage, const unsigned char* ring,
                              PersistRing& rb, const float* uv) {
-    const unsigned slot = stage % PERSIST_SLOTS;
-    persist_consumers_sync();  // the block's u in uv
-    mbar_wait(&rb.full[slot], (stage / PERSIST_SLOTS) & 1);
-    const T* wt = reinterpret_cast<const T*>(ring + rb.offset[slot]);
-    const int n = op.fold_n(), stride = op.fold_stride();
-    float* acc = op.fold_acc() + (long)(blockIdx.x % PERSIST_FOLD_COPIES) * stride;
-    // thread t: outputs [4 g, 4 g + 4), g = t % groups, of channels s, s + splits, ... (s = t /
-    // groups): as many threads as fit (176 outputs: 44 groups, 2 splits, 88 threads)
-    const int groups = (n + 3) / 4, splits = max(1, PERSIST_CONSUMERS / groups);
-    for (int t = threadIdx.x; t < groups * splits; t += PERSIST_CONSUMERS) {
-        const int j = 4 * (t % groups);  // (stride: whole 16 bytes, so j + 3 < stride)
-        float s0 = 0.0f, s1 = 0.0f, s2 = 0.0f, s3 = 0.0f;
+    const int n = op.fold_n(), stride = op.fold_stride(), per = op.fold_rows_per_stage();
+    // virtual thread v = threadIdx.x + i PERSIST_CONSUMERS (i < PERSIST_FOLD_GROUPS): outputs
+    // [4 g, 4 g + 4), g = v % groups, of the inputs e with e % splits == v / groups (176 outputs:
+    // 44 groups, 2 splits, 88 threads; 2304: 576 groups, one split, 4 or 5 groups a thread)
+    const int groups = (n + 3) / 4, splits = max(1, PERSIST_CONSUMERS / groups), vts = groups * splits;
+    float acc[PERSIST_FOLD_GROUPS][4];
+#pragma unroll
+    for (int i = 0; i < PERSIST_FOLD_GROUPS; ++i) acc[i][0] = acc[i][1] = acc[i][2] = acc[i][3] = 0.0f;
+    persist_consumers_sync();  // the block's v in uv
+    for (int r0 = 0; r0 < nc; r0 += per, ++stage) {
+        const unsigned slot = stage % PERSIST_SLOTS;
+        mbar_wait(&rb.full[slot], (stage / PERSIST_SLOTS) & 1);
+        const T* wt = reinterpret_cast<const T*>(ring + rb.offset[slot]);
+        const int rows = min(per, nc - r0);
+#pragma unroll
+        for (int i = 0; i < PERSIST_FOLD_GROUPS; ++i) {
+            const int v = (int)threadIdx.x + i * PERSIST_CONSUMERS;
+            if (v < vts) {
+                const int j = 4 * (v % groups), sp = v / groups;  // (stride: whole 16 bytes, so j + 3 < stride)
 #pragma unroll 4
-        for (int c = t / groups; c < nc; c += splits) {
-            const T* w = wt + (long)c * stride + j;
-            const float x = uv[c];
-            s0 = fmaf(ld(w + 0), x, s0);
-            s1 = fmaf(ld(w + 1), x, s1);
-            s2 = fmaf(ld(w + 2), x, s2);
-            s3 = fmaf(ld(w + 3), x, s3);
+                for (int r = (sp - r0 % splits + splits) % splits; r < rows; r += splits) {
+                    const T* w = wt + (long)r * stride + j;
+                    const float x = uv[r0 + r];
+                    acc[i][0] = fmaf(ld(w + 0), x, acc[i][0]);
+                    acc[i][1] = fmaf(ld(w + 1), x, acc[i][1]);
+                    acc[i][2] = fmaf(ld(w + 2), x, acc[i][2]);
+                    acc[i][3] = fmaf(ld(w + 3), x, acc[i][3]);
+                }
+            }
         }
-        persist_red_add_v4(acc + j, s0, s1, s2, s3);
+        persist_consumers_sync();  // every read of the stage done
+        if (threadIdx.x == 0) mbar_arrive(&rb.empty[slot]);
     }
-    persist_consumers_sync();  // every read of the stage done
-    if (threadIdx.x == 0) mbar_arrive(&rb.empty[slot]);
-    ++stage;
+    if (const u64* staged = op.fold_staged()) {
+        if (threadIdx.x == 0) {
+            const u64 target = (persist_dyn.epoch + 1) * (u64)gridDim.x;
+            while (persist_ld_acquire(staged) < target) __nanosleep(32);
+        }
+        persist_consumers_sync();
+    }
+    float* dst = op.fold_acc() + (long)(blockIdx.x % op.fold_copies()) * stride;
+#ifdef PERSIST_FOLD_SKIP_RED  // timing experiments only: the fold without its additions (wrong sums)
+    return;
+#endif
+#pragma unroll
+    for (int i = 0; i < PERSIST_FOLD_GROUPS; ++i) {
+        const int v = (int)threadIdx.x + i * PERSIST_CONSUMERS;
+        if (v < vts) {
+            const int j = 4 * (v % groups);
+            persist_red_add_v4(dst + j, acc[i][0], acc[i][1], acc[i][2], acc[i][3]);
+        }
+    }
 }
 
 // The dynamic pool's stages of op (see PersistDynamic), after the static units were stored: each
@@ -639,6 +701,7 @@ __device__ void persist_consume(const PersistDense<T>& op, int k, unsigned& stag
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     PersistInputRegs nw;
     persist_input_prefetch(nw, op);
+    if (!PERSIST_FC2_FOLD && op.kind == PERSIST_GEMV_SWIGLU && op.a[PERSIST_FOLD_W] != 0) __trap();
     PERSIST_PROF_START;
     persist_pass(k);
     PERSIST_PROF_LAP(PROF_PASS);
@@ -649,7 +712,12 @@ __device__ void persist_consume(const PersistDense<T>& op, int k, unsigned& stag
     PersistPre<T> pre;
     if (threadIdx.x < u1 - u0) persist_prefetch(op, u0 + threadIdx.x, pre);
     persist_stage_input(xs, op, nw, scratch);
-    if (threadIdx.x == 0) PERSIST_TL_MARK(k, 1);  // the input row staged
+    if (threadIdx.x == 0) {
+        PERSIST_TL_MARK(k, 1);  // the input row staged
+        // (every consumer's read of x is done: the staging ended with their barrier)
+        if (u64* staged = op.fold_staged())
+            asm volatile("red.release.gpu.global.add.u64 [%0], 1;" ::"l"(staged) : "memory");
+    }
     PERSIST_PROF_LAP(PROF_INPUT);
     const int rs = op.row_stride();
     const bool vec = op.in % VEC == 0;
@@ -674,12 +742,16 @@ __device__ void persist_consume(const PersistDense<T>& op, int k, unsigned& stag
     for (int i = threadIdx.x; i < u1 - u0; i += PERSIST_CONSUMERS) {
         if (i != threadIdx.x) persist_prefetch(op, u0 + i, pre);
         const float uv = persist_store(op, u0 + i, ys + i * op.nr, pre);
-        if (op.kind == PERSIST_GEMV_CONV) ys[i] = uv;  // (one row per unit: this thread's own sum)
+        // the folded op's inputs: conv's u in place of its sum (one row per unit: this thread's
+        // own), SwiGLU's act after the sums (the host sizes ys for them)
+        if (op.kind == PERSIST_GEMV_CONV) ys[i] = uv;
+        else if (op.kind == PERSIST_GEMV_SWIGLU && op.fold_w()) ys[2 * (u1 - u0) + i] = uv;
     }
     if (threadIdx.x == 0) PERSIST_TL_MARK(k, 4);  // the units stored
     int c0, c1;
-    if (op.fold_range(u0, u1, c0, c1)) persist_fold(op, c1 - c0, stage, ring, rb, ys);
-    if (threadIdx.x == 0) PERSIST_TL_MARK(k, 5);  // (and x_proj's part added)
+    if (op.fold_range(u0, u1, c0, c1))
+        persist_fold(op, c1 - c0, stage, ring, rb, op.kind == PERSIST_GEMV_CONV ? ys : ys + 2 * (u1 - u0));
+    if (threadIdx.x == 0) PERSIST_TL_MARK(k, 5);  // (and the folded op's part added)
 #if PERSIST_POOL > 0
     if (op.pool_chunks() > 0) persist_consume_pool(op, stage, ring, rb, xs, ys);
 #endif

@@ -472,8 +472,11 @@ struct GemvSwiglu {
     int stride;
     using Pre = GemvNoPre;
     __device__ void prefetch(int, int, Pre&) const {}
-    __device__ void store(int j, int r, const float (&y)[2], const Pre&) const {
-        st(act + (long)r * stride + j, silu(stored<T>(y[0])) * stored<T>(y[1]));
+    // (returns act as stored: the persistent step's folded fc2 reads it)
+    __device__ float store(int j, int r, const float (&y)[2], const Pre&) const {
+        const float v = silu(stored<T>(y[0])) * stored<T>(y[1]);
+        st(act + (long)r * stride + j, v);
+        return stored<T>(v);
     }
 };
 

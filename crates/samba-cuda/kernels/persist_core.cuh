@@ -32,12 +32,14 @@
 #define PERSIST_POSITIONS 8
 #define PERSIST_STREAMED_ATTENTION 9  // the decoding attention through the ring (opt-in; see below)
 
-// Arguments the host adds to recorded ops (src/model/xproj_fold.rs), past their entries' own:
-// in_proj + conv step's, with x_proj folded into it (PersistDense::fold_*),
-#define PERSIST_FOLD_W 16       // x_proj^T [d_inner, stride] (T)
-#define PERSIST_FOLD_SUMS 17    // x_dbl's f32 sums, PERSIST_FOLD_COPIES copies
-#define PERSIST_FOLD_N 18       // x_dbl's length
-#define PERSIST_FOLD_STRIDE 19  // a row of x_proj^T and a copy of the sums (elements)
+// Arguments the host adds to recorded ops (src/model/xproj_fold.rs, src/model/fc2_fold.rs), past
+// their entries' own: in_proj + conv step's, with x_proj folded into it, and the SwiGLU's, with
+// the MLP's fc2 folded into it (PersistDense::fold_*),
+#define PERSIST_FOLD_W 16       // x_proj^T [d_inner, stride] or fc2^T [hidden, stride] (T)
+#define PERSIST_FOLD_SUMS 17    // x_dbl's f32 sums (PERSIST_FOLD_COPIES copies), or the residual x
+#define PERSIST_FOLD_N 18       // x_dbl's length, or d_model
+#define PERSIST_FOLD_STRIDE 19  // a row of the transposed weight and a copy of the sums (elements)
+#define PERSIST_FOLD_STAGED 15  // (SwiGLU) a count of the blocks that staged RMSNorm(x), one per step
 // and the scan step's after it (persist_scan_sums)
 #define PERSIST_SCAN_SUMS 13    // x_dbl's sums, read in place of x_dbl
 #define PERSIST_SCAN_ZERO 14    // the next folded layer's sums, zeroed here

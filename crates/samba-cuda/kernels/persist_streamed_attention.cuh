@@ -382,6 +382,7 @@ __device__ void persist_streamed_attention(const StreamedAttention<T>& at, int k
     __threadfence();  // (the partials, before the count)
 #endif
     persist_consumers_sync();
+    if (threadIdx.x == 0) PERSIST_TL_MARK(k, 7);  // the partials written (and fenced)
     if (threadIdx.x == 0) stream_att_last = stream_att_count(at.done() + g) == (unsigned)(B - 1);
     persist_consumers_sync();
     if (threadIdx.x == 0) PERSIST_TL_MARK(k, 5);  // the partials written and counted

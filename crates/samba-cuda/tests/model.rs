@@ -219,10 +219,23 @@ fn decode_case<T: Elem>(
             "{name}: attention layers run as streamed phases"
         );
     }
+    // SAMBA_PERSIST_FC2_FOLD=1: every MLP's fc2 runs folded into its SwiGLU phase
+    if acts.persistent_active() && std::env::var("SAMBA_PERSIST_FC2_FOLD").is_ok_and(|v| v == "1") {
+        let mlps = (0..config.n_layer)
+            .flat_map(|i| config.layout.sublayers(i))
+            .filter(|s| matches!(s, Sublayer::Mlp | Sublayer::Mlp2))
+            .count();
+        assert_eq!(
+            acts.persistent_fc2_folded_layers(),
+            mlps,
+            "{name}: MLPs with fc2 folded"
+        );
+    }
     let graph = if acts.persistent_active() {
         format!(
-            "persistent kernel, x_proj folded in {} layers, {} streamed attention layers",
+            "persistent kernel, x_proj folded in {} layers, fc2 in {}, {} streamed attention layers",
             acts.persistent_folded_layers(),
+            acts.persistent_fc2_folded_layers(),
             acts.persistent_streamed_attention_layers()
         )
     } else if acts.graph_captured() {

@@ -21,6 +21,7 @@
 
 mod attention;
 mod decode;
+mod fc2_fold;
 mod fused;
 mod mamba;
 mod mlp;

@@ -23,6 +23,7 @@
 use cudarc::driver::sys::{CUgraphInstantiate_flags, CUstreamCaptureMode};
 use cudarc::driver::{sys, CudaFunction, DevicePtr, LaunchConfig};
 
+use super::fc2_fold::{fc2_sites, Fc2Fold};
 use super::plan::CudaActivations;
 use super::state::CudaDecodeState;
 use super::streamed_attention::{StreamedShape, PARTIALS_ARG, POS_ARG, SPLITS_ARG};
@@ -108,6 +109,8 @@ struct DenseShape {
     input: usize,
     units: usize,
     rows_per_unit: usize,
+    /// Floats per unit kept after its sums (a SwiGLU's act, which a folded fc2 reads).
+    kept_per_unit: usize,
 }
 
 impl DenseShape {
@@ -125,6 +128,7 @@ impl DenseShape {
             input,
             units,
             rows_per_unit,
+            kept_per_unit: usize::from(kind == OpKind::GemvSwiglu),
         })
     }
 
@@ -180,13 +184,13 @@ impl SharedLayout {
             .map(|d| (d.input * elem).next_multiple_of(16))
             .max()
             .unwrap_or(0);
-        // (a block's units, or the four consumer warps' chunks of the dynamic pool)
+        // (a block's units and what they keep, or the four consumer warps' chunks of the dynamic
+        // pool)
         let sums = shapes
             .iter()
             .map(|d| {
-                d.units_per_block(blocks)
-                    .max(CONSUMER_WARPS * d.pool_chunk(elem, blocks))
-                    * d.rows_per_unit
+                (d.units_per_block(blocks) * (d.rows_per_unit + d.kept_per_unit))
+                    .max(CONSUMER_WARPS * d.pool_chunk(elem, blocks) * d.rows_per_unit)
             })
             .max()
             .unwrap_or(0)
@@ -292,12 +296,15 @@ pub(crate) struct PersistentStep {
     pub rope_generation: u64,
     /// Mamba layers whose x_proj runs folded into in_proj's phase (xproj_fold.rs).
     pub folded_layers: usize,
+    /// MLPs whose fc2 runs folded into the SwiGLU phase (fc2_fold.rs).
+    pub fc2_folded_layers: usize,
     /// Attention layers run as streamed phases (streamed_attention.rs).
     pub streamed_attention_layers: usize,
     /// Buffers the table's words point into besides the activations, the state and the weights,
-    /// kept alive: the folded x_proj's (an `XProjFold<T>`, T erased) and the streamed
-    /// attention's partials.
+    /// kept alive: the folded x_proj's (an `XProjFold<T>`, T erased), the folded fc2's (an
+    /// `Fc2Fold<T>`) and the streamed attention's partials.
     _fold: Option<Box<dyn std::any::Any + Send + Sync>>,
+    _fc2_fold: Option<Box<dyn std::any::Any + Send + Sync>>,
     _attention_partials: Option<Buffer<f32>>,
 }
 
@@ -343,9 +350,13 @@ impl PersistentStep {
 
         let launches = recording.launches;
         let fold = x_proj_fold(model, &launches, blocks)?;
+        let fc2 = fc2_fold(model, &launches)?;
         let folded = |i: usize| {
             fold.as_ref()
                 .is_some_and(|f| f.sites().iter().any(|s| s.x_proj == i))
+                || fc2
+                    .as_ref()
+                    .is_some_and(|f| f.sites().iter().any(|s| s.fc2 == i))
         };
         let mut table = Vec::with_capacity(launches.len() * OP_WORDS);
         let mut row_of = vec![None; launches.len()];
@@ -418,6 +429,24 @@ impl PersistentStep {
                 input: fold.stride(),
                 units: 2 * site.d_inner,
                 rows_per_unit: 1,
+                kept_per_unit: 0,
+            });
+        }
+        if let Some(fc2) = &fc2 {
+            for (launch, arg, value) in fc2.words() {
+                let row = row_of[launch].ok_or_else(|| {
+                    unsupported(format!(
+                        "the folded fc2's SwiGLU launch {launch} has no table row"
+                    ))
+                })?;
+                table[row * OP_WORDS + 4 + arg] = value;
+            }
+            // the ring holds a stage of fc2^T's rows (whole rows, a block's hidden units at most)
+            shapes.push(DenseShape {
+                input: fc2.stride(),
+                units: fc2.sites()[0].hidden,
+                rows_per_unit: 1,
+                kept_per_unit: 0,
             });
         }
         // The streamed attention ops share one partials buffer (each op's are read by its own
@@ -444,6 +473,7 @@ impl PersistentStep {
                     input: scratch.div_ceil(elem),
                     units: 1,
                     rows_per_unit: 1,
+                    kept_per_unit: 0,
                 });
             }
             drop(guard);
@@ -481,8 +511,10 @@ impl PersistentStep {
             state_id: state.id,
             rope_generation: state.rope_generation,
             folded_layers: fold.as_ref().map_or(0, |f| f.sites().len()),
+            fc2_folded_layers: fc2.as_ref().map_or(0, |f| f.sites().len()),
             streamed_attention_layers: streamed.len(),
             _fold: fold.map(|f| Box::new(f) as Box<dyn std::any::Any + Send + Sync>),
+            _fc2_fold: fc2.map(|f| Box::new(f) as Box<dyn std::any::Any + Send + Sync>),
             _attention_partials: attention_partials,
         })
     }
@@ -553,7 +585,8 @@ impl PersistentStep {
 }
 
 /// x_proj folded into in_proj's phase (xproj_fold.rs), where the recorded step allows it, unless
-/// SAMBA_PERSIST_FOLD=0: the layers whose block share of x_proj^T's rows fits one stage.
+/// SAMBA_PERSIST_FOLD=0: the layers whose block share of x_proj^T's rows fits one stage and whose
+/// outputs a consumer thread's four each cover (kernels/decode_persistent.cu: PERSIST_FOLD_GROUPS).
 fn x_proj_fold<T: Elem>(
     model: &CudaModel<T>,
     launches: &[RecordedLaunch],
@@ -566,11 +599,25 @@ fn x_proj_fold<T: Elem>(
     let sites = fold_sites(launches)
         .into_iter()
         .filter(|s| {
+            // (a block's rows of x_proj^T in one stage, a consumer thread's four outputs at most)
             let per_block = (2 * s.d_inner).div_ceil(blocks);
             per_block * transposed_stride(s.n_out, elem) * elem <= STAGE_BYTES
+                && s.n_out <= 4 * 32 * CONSUMER_WARPS
         })
         .collect();
     XProjFold::build(model, sites)
+}
+
+/// The MLPs' fc2 folded into their SwiGLU phases (fc2_fold.rs), where the recorded step allows it,
+/// with SAMBA_PERSIST_FC2_FOLD=1 (an experiment: the kernels need PERSIST_FC2_FOLD=1 too).
+fn fc2_fold<T: Elem>(
+    model: &CudaModel<T>,
+    launches: &[RecordedLaunch],
+) -> Result<Option<Fc2Fold<T>>> {
+    if !std::env::var("SAMBA_PERSIST_FC2_FOLD").is_ok_and(|v| v == "1") {
+        return Ok(None);
+    }
+    Fc2Fold::build(model, fc2_sites(launches))
 }
 
 /// The persistent kernel, the dynamic shared memory each block gets (the SM's shared memory split
@@ -776,6 +823,7 @@ mod tests {
             input,
             units,
             rows_per_unit,
+            kept_per_unit: 0,
         };
         // in_proj with the conv step: rows [x_in | z] of 2 * d_inner, one per unit
         let conv = args(&[(5, 4608), (14, 2304)]);
@@ -790,9 +838,13 @@ mod tests {
         );
         // [w1; w2]: a unit is a gate row and its up row
         let swiglu = args(&[(9, 2304), (10, 6144)]);
+        // (its act kept after the sums, for a folded fc2)
         assert_eq!(
             DenseShape::of(OpKind::GemvSwiglu, &swiglu),
-            Some(shape(2304, 6144, 2))
+            Some(DenseShape {
+                kept_per_unit: 1,
+                ..shape(2304, 6144, 2)
+            })
         );
         // qkv with RoPE: a unit is the two rows a rotation pairs
         let rope = args(&[(14, 2304), (15, 6912)]);
@@ -834,16 +886,19 @@ mod tests {
                 input: 2304,
                 units: 32000,
                 rows_per_unit: 1,
+                kept_per_unit: 0,
             },
             DenseShape {
                 input: 6144,
                 units: 2304,
                 rows_per_unit: 1,
+                kept_per_unit: 0,
             },
             DenseShape {
                 input: 2304,
                 units: 6144,
                 rows_per_unit: 2,
+                kept_per_unit: 0,
             },
         ];
         let l = SharedLayout::plan(&shapes, 10, 2, 264, 100_000).expect("fits");
@@ -858,12 +913,22 @@ mod tests {
             input: 30,
             units: 5,
             rows_per_unit: 2,
+            kept_per_unit: 0,
         }];
         let l = SharedLayout::plan(&odd, 1, 4, 4, 4096).expect("fits");
         assert_eq!(l.input_bytes, 128);
         // 2 units of 2 rows a block, but room for each consumer warp's chunk of the dynamic pool
         // (a unit each: 4 warps x 2 rows)
         assert_eq!(l.sums, 8);
+        // a SwiGLU keeps its act after its sums: [w1; w2] of Samba-1.3B, 24 units a block
+        let swiglu = [DenseShape {
+            input: 2304,
+            units: 6144,
+            rows_per_unit: 2,
+            kept_per_unit: 1,
+        }];
+        let l = SharedLayout::plan(&swiglu, 1, 2, 264, 100_000).expect("fits");
+        assert_eq!(l.sums, 24 * 3);
         // the largest stage: three of the head's 4608-byte rows (16 KB at most)
         let stage = shapes.iter().map(|d| d.stage_bytes(2, 264)).max();
         assert_eq!(stage, Some(3 * 4608));
@@ -887,6 +952,7 @@ mod tests {
             input,
             units,
             rows_per_unit,
+            kept_per_unit: 0,
         };
         // Samba-1.3B bf16 on 264 blocks: the head's 4.6 KB rows, 3 to a 16 KB stage
         assert_eq!(shape(2304, 32000, 1).pool_chunk(2, 264), 3);
@@ -944,6 +1010,14 @@ mod tests {
         // the fold's arguments come after the conv step's and the scan step's own
         assert!(OpKind::GemvConv.args() <= CONV_ARGS[0] && CONV_ARGS[3] < MAX_ARGS);
         assert!(OpKind::ScanStep.args() <= SCAN_ARGS[0] && SCAN_ARGS[2] < MAX_ARGS);
+        use super::super::fc2_fold::{FOLD_GROUPS, SWIGLU_ARGS};
+        let swiglu = ["W", "SUMS", "N", "STRIDE", "STAGED"]
+            .map(|n| define(&format!("PERSIST_FOLD_{n}")) as usize);
+        assert_eq!(swiglu, SWIGLU_ARGS);
+        assert!(SWIGLU_ARGS
+            .iter()
+            .all(|&a| OpKind::GemvSwiglu.args() <= a && a < MAX_ARGS));
+        assert_eq!(define("PERSIST_FOLD_GROUPS") as usize, FOLD_GROUPS);
         assert_eq!(
             define("STREAM_ATT_MAX_KEYS") as usize,
             super::super::streamed_attention::MAX_KEYS

@@ -176,6 +176,12 @@ impl<T: Elem> CudaActivations<T> {
         self.persistent.as_ref().map_or(0, |p| p.folded_layers)
     }
 
+    /// The MLPs whose fc2 the last persistent step folded into the SwiGLU phase (0 without a
+    /// persistent step; SAMBA_PERSIST_FC2_FOLD=1).
+    pub fn persistent_fc2_folded_layers(&self) -> usize {
+        self.persistent.as_ref().map_or(0, |p| p.fc2_folded_layers)
+    }
+
     /// The attention layers the last persistent step ran as streamed phases (0 without a persistent
     /// step; SAMBA_PERSIST_ATTENTION=stream).
     pub fn persistent_streamed_attention_layers(&self) -> usize {

@@ -95,12 +95,18 @@ pub(crate) fn transposed_stride(n_out: usize, elem: usize) -> usize {
     (n_out * elem).next_multiple_of(16) / elem
 }
 
-/// W [n_out, d_inner] (row-major) as W^T [d_inner, stride], zero-padded.
+/// W [n_out, d_inner] (row-major) as W^T [d_inner, stride], zero-padded. (In tiles of 32 rows of
+/// W, so the writes of a tile are runs of 32 and its rows stay in cache: fc2 of Samba-1.3B is
+/// 14M elements a layer.)
 pub(crate) fn transpose<T: Elem>(w: &[T], n_out: usize, d_inner: usize, stride: usize) -> Vec<T> {
+    const TILE: usize = 32;
     let mut t = vec![T::default(); d_inner * stride];
-    for (j, row) in w.chunks_exact(d_inner).take(n_out).enumerate() {
-        for (e, &v) in row.iter().enumerate() {
-            t[e * stride + j] = v;
+    for j0 in (0..n_out).step_by(TILE) {
+        let j1 = (j0 + TILE).min(n_out);
+        for e in 0..d_inner {
+            for j in j0..j1 {
+                t[e * stride + j] = w[j * d_inner + e];
+            }
         }
     }
     t
