@@ -81,6 +81,9 @@
 #endif
 // Copies of x_dbl's sums the folded x_proj's blocks spread their additions over (persist_fold).
 #define PERSIST_FOLD_COPIES 8
+#ifndef PERSIST_NORM_W_LATE
+#define PERSIST_NORM_W_LATE 0
+#endif
 // fc2 folded into the SwiGLU phase (an experiment, compiled out by default: measured slower, and
 // compiled in it made the streamed entries spill; see persist_fold). With it off, a SwiGLU row
 // carrying the fold's arguments traps (persist_consume): fc2 would be missing from the step.
@@ -700,11 +703,18 @@ __device__ void persist_consume(const PersistDense<T>& op, int k, unsigned& stag
     constexpr int VEC = GemvVec<T>::N;
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     PersistInputRegs nw;
+    // PERSIST_NORM_W_LATE (an experiment, off): the norm weight's loads after the barrier instead
+    // of before it, in case the consumers' barrier before the arrival waits for them
+#if !PERSIST_NORM_W_LATE
     persist_input_prefetch(nw, op);
+#endif
     if (!PERSIST_FC2_FOLD && op.kind == PERSIST_GEMV_SWIGLU && op.a[PERSIST_FOLD_W] != 0) __trap();
     PERSIST_PROF_START;
     persist_pass(k);
     PERSIST_PROF_LAP(PROF_PASS);
+#if PERSIST_NORM_W_LATE
+    persist_input_prefetch(nw, op);
+#endif
     int u0, u1, per;
     op.share(u0, u1, per);
     // The epilogue's reads of this thread's first unit, requested before the input row's (they
