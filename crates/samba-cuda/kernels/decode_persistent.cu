@@ -127,7 +127,9 @@ struct PersistDense {
     float eps;
     const u64* a;  // the arguments (the epilogue's are read when storing)
 
-    __device__ static bool is_dense(int kind) { return kind >= PERSIST_GEMV && kind <= PERSIST_GEMV_CONV; }
+    __device__ static bool is_dense(int kind) {
+        return (kind >= PERSIST_GEMV && kind <= PERSIST_GEMV_CONV) || (PERSIST_HEADS && kind == PERSIST_GEMV_HEADS);
+    }
 
     __device__ PersistDense(int kind_, const u64* args) : kind(kind_), a(args) {
         int first;  // the index of the input's first argument (inp)
@@ -146,6 +148,17 @@ struct PersistDense {
             head_dim = (int)a[5];
             n_units = (int)a[15] / 2;
             nr = 2;
+        } else if (PERSIST_HEADS && kind == PERSIST_GEMV_HEADS) {  // (no input row in memory: see heads_*)
+            inp = nullptr;
+            x = nullptr;
+            norm_w = nullptr;
+            eps = 0.0f;
+            w = (const T*)a[7];
+            in = (int)a[5];
+            head_dim = in;
+            n_units = (int)a[3] * (int)a[6];
+            nr = 1;
+            return;
         } else {  // conv: rows [x_in | z] of in_proj, one each
             first = 7;
             n_units = 2 * (int)a[5];
@@ -224,15 +237,49 @@ struct PersistDense {
     __device__ int pool_chunks() const {
         // (plain GEMVs and SwiGLU: the pool's per-chunk stores hold registers of their own, and
         // every kind's in the hot loop spilled)
-        if (PERSIST_POOL <= 0 || (kind != PERSIST_GEMV && kind != PERSIST_GEMV_SWIGLU)) return 0;
+        if (PERSIST_POOL <= 0 || (kind != PERSIST_GEMV && kind != PERSIST_GEMV_SWIGLU)) return 0;  // (not HEADS)
         if (fold_w()) return 0;  // (a fold takes the block's own units; the balance splits every unit)
         return (int)((long)n_units * min(PERSIST_POOL, 50) / 100) / chunk();
     }
     __device__ int pool_units() const { return pool_chunks() * chunk(); }
+    // The streamed attention's out_proj split by heads (PERSIST_GEMV_HEADS; the host's choice,
+    // src/model/heads_out_proj.rs): with the attention's output o = [o_0 | .. | o_{H-1}] (heads
+    // of hd), out_proj's x += W o is the sum over heads h of W_h o_h, W_h = W[:, h hd, (h + 1) hd).
+    // Block b < H S takes head h = b / S and rows [c d / S, (c + 1) d / S) of W_h, c = b % S (S
+    // blocks a head), from a copy of W laid out as [H][d][hd] (unit h d + o is row o of W_h).
+    // Its input row is o_h, merged from the attention's B partial softmaxes of head h (which the
+    // attention phase leaves unmerged: persist_heads_merge), and it adds its sums into the
+    // residual with atomics (the H heads' blocks add into the same rows). So the attention phase
+    // ends with its partials, without the group's count, fences and merge.
+    __device__ float* heads_x() const { return (float*)a[0]; }
+    __device__ const float* heads_part() const { return (const float*)a[1]; }
+    __device__ int heads_b() const { return (int)a[2]; }       // the attention's ranges a head
+    __device__ int heads_n() const { return (int)a[3]; }       // H
+    __device__ int heads_split() const { return (int)a[4]; }   // S
+    __device__ int heads_d() const { return (int)a[6]; }       // d, out_proj's outputs
+    // the attention's qkv row, KV cache, position, kv heads and cache slots: the block of rows 0
+    // of a kv group's first head stores this token's key and value (persist_heads_merge)
+    __device__ const T* heads_qkv() const { return (const T*)a[8]; }
+    __device__ T* heads_k_cache() const { return (T*)a[9]; }
+    __device__ T* heads_v_cache() const { return (T*)a[10]; }
+    __device__ const int* heads_pos() const { return (const int*)a[11]; }
+    __device__ int heads_kv() const { return (int)a[12]; }
+    __device__ int heads_cap() const { return (int)a[13]; }
+    // this block's head, or -1
+    __device__ int heads_head() const {
+        const int S = heads_split();
+        return (int)blockIdx.x < heads_n() * S ? (int)blockIdx.x / S : -1;
+    }
     // This block's units [u0, u1), and the units per stage.
     __device__ void share(int& u0, int& u1, int& per_stage) const {
-        u0 = first_unit((int)blockIdx.x);
-        u1 = first_unit((int)blockIdx.x + 1);
+        if (PERSIST_HEADS && kind == PERSIST_GEMV_HEADS) {
+            const int h = heads_head(), S = heads_split(), d = heads_d(), c = (int)blockIdx.x % S;
+            u0 = h < 0 ? 0 : h * d + (int)((long)c * d / S);
+            u1 = h < 0 ? 0 : h * d + (int)((long)(c + 1) * d / S);
+        } else {
+            u0 = first_unit((int)blockIdx.x);
+            u1 = first_unit((int)blockIdx.x + 1);
+        }
         const int even = max(1, (u1 - u0 + PERSIST_CONSUMER_WARPS - 1) / PERSIST_CONSUMER_WARPS);
         per_stage = min(stage_fit(), even);
     }
@@ -277,6 +324,9 @@ __device__ __forceinline__ float persist_store(const PersistDense<T>& op, int u,
     const float one[1] = {y[0]};
     if (op.kind == PERSIST_GEMV) {
         op.plain().store(u, 0, one, pre.store);
+    } else if (PERSIST_HEADS && op.kind == PERSIST_GEMV_HEADS) {
+        asm volatile("red.relaxed.gpu.global.add.f32 [%0], %1;" ::"l"(op.heads_x() + u % op.heads_d()), "f"(y[0])
+                     : "memory");
     } else if (op.kind == PERSIST_GEMV_CONV) {
         return op.conv().store(u, 0, one, pre.conv);
     } else {
@@ -454,9 +504,38 @@ __device__ __forceinline__ void persist_input_prefetch(PersistInputRegs& nw, con
     if (op.x && persist_vec_ok<T>(op.norm_w, op.in)) persist_load_vecs(nw, op.norm_w, op.in * (int)sizeof(T) / 16);
 }
 
+// The input row of a PERSIST_GEMV_HEADS block: o_h, head h's output of the streamed attention,
+// merged from its B partial softmaxes as the attention's own merge does and rounded to T as the
+// attention stores it (stream_att_merge_head); the merge's weights and l's in xs after o_h (the
+// host sizes the input row for them).
+template <typename T>
+__device__ void persist_heads_merge(T* xs, const PersistDense<T>& op, float* scratch) {
+    const int h = op.heads_head();
+    if (h < 0) return;  // (a block without units: nothing to stage)
+    const int B = op.heads_b(), hd = op.in, qpg = op.heads_n() / op.heads_kv();
+    // this token's key and value into KV cache slot p % cap (batch 1): after the barrier, as every
+    // block of the attention phase has read its keys (that slot among them with a window's ring)
+    if ((int)blockIdx.x % op.heads_split() == 0 && h % qpg == 0 && op.heads_cap() > 0) {
+        const int g = h / qpg;
+        const T* grp = op.heads_qkv() + (long)g * (qpg + 2) * hd;
+        const long sl = ((long)(*op.heads_pos() % op.heads_cap()) * op.heads_kv() + g) * hd;
+        for (int d = threadIdx.x; d < hd; d += PERSIST_CONSUMERS) {
+            op.heads_k_cache()[sl + d] = grp[qpg * hd + d];
+            op.heads_v_cache()[sl + d] = grp[(qpg + 1) * hd + d];
+        }
+    }
+    float* w = reinterpret_cast<float*>(reinterpret_cast<unsigned char*>(xs) + (((long)hd * sizeof(T) + 15) & ~15L));
+    stream_att_merge_head(op.heads_part() + (long)h * B * (hd + 2), B, hd, w, w + B, scratch, xs);
+    persist_consumers_sync();
+}
+
 template <typename T>
 __device__ void persist_stage_input(T* xs, const PersistDense<T>& op, const PersistInputRegs& nw, float* scratch) {
     const int in = op.in;
+    if (PERSIST_HEADS && op.kind == PERSIST_GEMV_HEADS) {
+        persist_heads_merge(xs, op, scratch);
+        return;
+    }
     if (!op.x) {
         if (persist_vec_ok<T>(op.inp, in)) {
             PersistInputRegs r;

@@ -31,6 +31,12 @@
 #define PERSIST_ATTENTION 7
 #define PERSIST_POSITIONS 8
 #define PERSIST_STREAMED_ATTENTION 9  // the decoding attention through the ring (opt-in; see below)
+#define PERSIST_GEMV_HEADS 10  // the streamed attention's out_proj split by heads, merging its partials (opt-in)
+// PERSIST_GEMV_HEADS is compiled in where PERSIST_HEADS is 1: the module the host loads for it
+// (src/compile.rs: DECODE_PERSISTENT_HEADS), so the other entries keep their registers.
+#ifndef PERSIST_HEADS
+#define PERSIST_HEADS 0
+#endif
 
 // Arguments the host adds to recorded ops (src/model/xproj_fold.rs, src/model/fc2_fold.rs), past
 // their entries' own: in_proj + conv step's, with x_proj folded into it, and the SwiGLU's, with

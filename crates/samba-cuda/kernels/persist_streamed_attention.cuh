@@ -31,6 +31,7 @@
 // hd] (q scaled), acc [qpg hd], s [qpg kps], m, l, alpha [qpg], then the merge's weights and l's
 // [B] (stream_att_scratch_floats; the host sizes the input row's memory for it).
 #define STREAM_ATT_MAX_KEYS 64        // keys per stage at most
+#define STREAM_ATT_MERGE_NEXT 13      // the argument the host sets when the next op merges (below)
 #define STREAM_ATT_STAGE_BYTES 16384  // a stage's K and V rows at most (the host sizes the scratch)
 
 // Query position p (batch 1), read once per launch before the block's consumers start: so before
@@ -64,6 +65,9 @@ struct StreamedAttention {
     __device__ int cap() const { return (int)a[10]; }
     __device__ int window() const { return (int)a[11]; }
     __device__ int splits() const { return (int)a[12]; }  // B
+    // (set by the host, PERSIST_HEADS only) the next op, out_proj split by heads, merges the
+    // partials and stores this token's k, v: this phase ends with the partials
+    __device__ bool merge_next() const { return PERSIST_HEADS && a[STREAM_ATT_MERGE_NEXT] != 0; }
     __device__ int qpg() const { return heads() / kv_heads(); }
     __device__ int row_bytes() const { return hd() * (int)sizeof(T); }
     __device__ int keys_per_stage() const {
@@ -139,6 +143,42 @@ __device__ void persist_prefetch_streamed_attention(const StreamedAttention<T>& 
 // elements, bf16 or f32, in the ring or staged from qkv), every query head of the group; ends
 // with the consumers' barrier.
 #define STREAM_ATT_MERGE_LOADS 16  // ranges whose values the merge loads at once
+// One head's output from its B partial softmaxes src [B][hd + 2] (acc, m, l), as
+// attention_decode_merge computes it:
+//   w_r = e^(m_r - max_r m_r) (0 for a range with no key), o = (sum_r w_r acc_r) / (sum_r w_r l_r),
+// stored to o (T, global or shared memory); w and ls: B floats each of shared memory. By every
+// consumer thread; the partials were written by other blocks (read from L2).
+template <typename T>
+__device__ void stream_att_merge_head(const float* src, int B, int hd, float* w, float* ls, float* scratch, T* o) {
+    float big = -INFINITY;
+    for (int r = threadIdx.x; r < B; r += PERSIST_CONSUMERS) {
+        w[r] = __ldcg(src + (long)r * (hd + 2) + hd);
+        ls[r] = __ldcg(src + (long)r * (hd + 2) + hd + 1);
+        big = fmaxf(big, w[r]);
+    }
+    big = group_max(PersistConsumers{}, big, scratch);  // (its barriers publish w and ls)
+    float lsum = 0.0f;
+    for (int r = threadIdx.x; r < B; r += PERSIST_CONSUMERS) {
+        const float wt = w[r] == -INFINITY ? 0.0f : expf(w[r] - big);
+        w[r] = wt;
+        lsum += wt * ls[r];
+    }
+    const float inv_l = 1.0f / group_sum(PersistConsumers{}, lsum, scratch);  // (and the weights)
+    for (int d = threadIdx.x; d < hd; d += PERSIST_CONSUMERS) {
+        // STREAM_ATT_MERGE_LOADS ranges' values requested before the first is used
+        float a = 0.0f;
+        for (int r0 = 0; r0 < B; r0 += STREAM_ATT_MERGE_LOADS) {
+            float v[STREAM_ATT_MERGE_LOADS];
+#pragma unroll
+            for (int j = 0; j < STREAM_ATT_MERGE_LOADS; ++j)
+                v[j] = r0 + j < B ? __ldcg(src + (long)(r0 + j) * (hd + 2) + d) : 0.0f;
+#pragma unroll
+            for (int j = 0; j < STREAM_ATT_MERGE_LOADS; ++j)
+                if (r0 + j < B) a = fmaf(v[j], w[r0 + j], a);
+        }
+        st(o + d, a * inv_l);
+    }
+}
 #ifndef STREAM_ATT_ACQ_REL  // the group's count as an acq_rel atomic instead of two fences (experiment)
 #define STREAM_ATT_ACQ_REL 0
 #endif
@@ -377,6 +417,12 @@ __device__ void persist_streamed_attention(const StreamedAttention<T>& at, int k
         part[((long)(g * qpg + i) * B + c) * (hd + 2) + d] =
             by_warps ? q[t] : d < hd ? acc[i * hd + d] : d == hd ? m[i] : l[i];
     }
+    if (at.merge_next()) {
+        // out_proj's blocks merge the partials after the next barrier, and store this token's key
+        // and value (slot p % cap may hold a key this phase reads: a window's ring has window - 1)
+        if (threadIdx.x == 0) PERSIST_TL_MARK(k, 5);  // the partials written
+        return;
+    }
     __shared__ int stream_att_last;
 #if !STREAM_ATT_ACQ_REL
     __threadfence();  // (the partials, before the count)
@@ -392,36 +438,8 @@ __device__ void persist_streamed_attention(const StreamedAttention<T>& at, int k
 #endif
     // the group's last block: merge each head's B ranges, store the output and this token's k, v
     for (int i = 0; i < qpg; ++i) {
-        const float* src = part + (long)(g * qpg + i) * B * (hd + 2);
-        float big = -INFINITY;
-        for (int r = threadIdx.x; r < B; r += PERSIST_CONSUMERS) {
-            w[r] = __ldcg(src + (long)r * (hd + 2) + hd);
-            ls[r] = __ldcg(src + (long)r * (hd + 2) + hd + 1);
-            big = fmaxf(big, w[r]);
-        }
-        big = group_max(PersistConsumers{}, big, scratch);  // (its barriers publish w and ls)
-        float lsum = 0.0f;
-        for (int r = threadIdx.x; r < B; r += PERSIST_CONSUMERS) {
-            const float wt = w[r] == -INFINITY ? 0.0f : expf(w[r] - big);
-            w[r] = wt;
-            lsum += wt * ls[r];
-        }
-        const float inv_l = 1.0f / group_sum(PersistConsumers{}, lsum, scratch);  // (and the weights)
-        T* o = at.out() + (long)(g * qpg + i) * hd;
-        for (int d = threadIdx.x; d < hd; d += PERSIST_CONSUMERS) {
-            // STREAM_ATT_MERGE_LOADS ranges' values requested before the first is used
-            float a = 0.0f;
-            for (int r0 = 0; r0 < B; r0 += STREAM_ATT_MERGE_LOADS) {
-                float v[STREAM_ATT_MERGE_LOADS];
-#pragma unroll
-                for (int j = 0; j < STREAM_ATT_MERGE_LOADS; ++j)
-                    v[j] = r0 + j < B ? __ldcg(src + (long)(r0 + j) * (hd + 2) + d) : 0.0f;
-#pragma unroll
-                for (int j = 0; j < STREAM_ATT_MERGE_LOADS; ++j)
-                    if (r0 + j < B) a = fmaf(v[j], w[r0 + j], a);
-            }
-            st(o + d, a * inv_l);
-        }
+        stream_att_merge_head(part + (long)(g * qpg + i) * B * (hd + 2), B, hd, w, ls, scratch,
+                              at.out() + (long)(g * qpg + i) * hd);
         persist_consumers_sync();  // w and ls serve the next head
     }
     if (at.cap() > 0) {

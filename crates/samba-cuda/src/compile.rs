@@ -16,7 +16,7 @@ use crate::error::{CudaError, Result};
 /// One `.cu` file of `kernels/` and the extern "C" entry points it defines.
 #[derive(Debug)]
 pub struct KernelFile {
-    /// The file's stem, `kernels/<name>.cu`.
+    /// The file's stem, `kernels/<name>.cu` (a second build of a file has a name of its own).
     pub name: &'static str,
     pub source: &'static str,
     /// Every entry point of the file (checked by the compile test).
@@ -168,30 +168,40 @@ pub const STATE: KernelFile = kernel_file!(
         "positions_advance"
     ]
 );
+/// The files the persistent kernel takes in its prelude (the bodies of the step's kernels, entry
+/// points and all), after `extra` (defines).
+macro_rules! decode_persistent_prelude {
+    ($extra:literal) => {
+        concat!(
+            $extra,
+            include_str!("../kernels/pdl.cuh"),
+            "\n// ---- kernels/residual.cu\n",
+            include_str!("../kernels/residual.cu"),
+            "\n// ---- kernels/state.cu\n",
+            include_str!("../kernels/state.cu"),
+            "\n// ---- kernels/gemv.cu\n",
+            include_str!("../kernels/gemv.cu"),
+            "\n// ---- kernels/mamba_decode.cu\n",
+            include_str!("../kernels/mamba_decode.cu"),
+            // two key steps in flight, not four: the registers the persistent kernel has beside
+            // the other bodies (ptxas -v: 0-64 bytes of spills at 168 registers, against 304 with
+            // four)
+            "\n#ifndef DEC_UNROLL\n#define DEC_UNROLL 2\n#endif\n",
+            "\n// ---- kernels/attention_decode.cu\n",
+            include_str!("../kernels/attention_decode.cu"),
+            "\n// ---- kernels/persist_core.cuh\n",
+            include_str!("../kernels/persist_core.cuh"),
+            "\n// ---- kernels/persist_streamed_attention.cuh\n",
+            include_str!("../kernels/persist_streamed_attention.cuh"),
+        )
+    };
+}
+
 /// The whole decoding step as one persistent kernel: the bodies of the step's kernels (their
 /// files in the prelude, entry points and all) run as virtual blocks of one grid.
 pub const DECODE_PERSISTENT: KernelFile = kernel_file!(
     "decode_persistent",
-    prelude = concat!(
-        include_str!("../kernels/pdl.cuh"),
-        "\n// ---- kernels/residual.cu\n",
-        include_str!("../kernels/residual.cu"),
-        "\n// ---- kernels/state.cu\n",
-        include_str!("../kernels/state.cu"),
-        "\n// ---- kernels/gemv.cu\n",
-        include_str!("../kernels/gemv.cu"),
-        "\n// ---- kernels/mamba_decode.cu\n",
-        include_str!("../kernels/mamba_decode.cu"),
-        // two key steps in flight, not four: the registers the persistent kernel has beside the
-        // other bodies (ptxas -v: 0-64 bytes of spills at 168 registers, against 304 with four)
-        "\n#ifndef DEC_UNROLL\n#define DEC_UNROLL 2\n#endif\n",
-        "\n// ---- kernels/attention_decode.cu\n",
-        include_str!("../kernels/attention_decode.cu"),
-        "\n// ---- kernels/persist_core.cuh\n",
-        include_str!("../kernels/persist_core.cuh"),
-        "\n// ---- kernels/persist_streamed_attention.cuh\n",
-        include_str!("../kernels/persist_streamed_attention.cuh"),
-    ),
+    prelude = decode_persistent_prelude!(""),
     [
         "decode_persistent_f32",
         "decode_persistent_bf16",
@@ -201,6 +211,23 @@ pub const DECODE_PERSISTENT: KernelFile = kernel_file!(
         "decode_persistent_streamed_bf16"
     ]
 );
+
+/// The streamed entries of the persistent kernel with the attention's out_proj split by heads
+/// compiled in (PERSIST_HEADS: opt-in, SAMBA_PERSIST_ATTENTION=stream-heads; a module of its own,
+/// so the other entries keep their registers).
+pub const DECODE_PERSISTENT_HEADS: KernelFile = KernelFile {
+    name: "decode_persistent_heads",
+    source: DECODE_PERSISTENT.source,
+    entries: &[
+        "decode_persistent_streamed_f32",
+        "decode_persistent_streamed_bf16",
+    ],
+    prelude: decode_persistent_prelude!("#define PERSIST_HEADS 1\n"),
+};
+
+/// Kernel files that only opt-in paths load (not compiled up front by `load_all_kernels`; the
+/// compile test covers them).
+pub const OPT_IN_FILES: &[&KernelFile] = &[&DECODE_PERSISTENT_HEADS];
 
 /// Every kernel file, in the order `CudaDevice::load_all_kernels` loads them.
 pub const KERNEL_FILES: &[&KernelFile] = &[
@@ -376,7 +403,7 @@ mod tests {
 
     #[test]
     fn every_entry_point_is_named_in_its_source() {
-        for f in KERNEL_FILES {
+        for f in KERNEL_FILES.iter().chain(OPT_IN_FILES) {
             for e in f.entries {
                 assert!(
                     f.source.contains(&format!("void {e}(")) || f.source.contains(&format!("{e}(")),

@@ -252,7 +252,7 @@ impl CudaDevice {
         name: &str,
         dyn_smem: usize,
     ) -> Result<CudaFunction> {
-        let key = format!("{name}@{dyn_smem}");
+        let key = format!("{}:{name}@{dyn_smem}", file.name);
         if let Some(f) = self
             .functions
             .lock()

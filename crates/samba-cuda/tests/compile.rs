@@ -4,7 +4,9 @@
 //! the test prints a note and passes, unless SAMBA_REQUIRE_NVRTC=1 (set by CI, which installs
 //! NVRTC), where a missing NVRTC fails.
 
-use samba_cuda::compile::{compile_uncached, nvrtc_available, nvrtc_version, KERNEL_FILES};
+use samba_cuda::compile::{
+    compile_uncached, nvrtc_available, nvrtc_version, KERNEL_FILES, OPT_IN_FILES,
+};
 
 #[test]
 fn every_kernel_compiles_with_nvrtc() {
@@ -22,7 +24,7 @@ fn every_kernel_compiles_with_nvrtc() {
     let version = nvrtc_version().expect("nvrtc version");
     let mut failures = Vec::new();
     for arch in ["sm_90", "sm_80"] {
-        for file in KERNEL_FILES {
+        for file in KERNEL_FILES.iter().chain(OPT_IN_FILES) {
             let t0 = std::time::Instant::now();
             match compile_uncached(file, arch) {
                 Ok(ptx) => {

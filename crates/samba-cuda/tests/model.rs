@@ -206,9 +206,9 @@ fn decode_case<T: Elem>(
         );
     }
     // SAMBA_PERSIST_ATTENTION=stream: every attention layer runs as a phase of the persistent step
-    if acts.persistent_active()
-        && std::env::var("SAMBA_PERSIST_ATTENTION").is_ok_and(|v| v == "stream")
-    {
+    // (stream-heads: and its out_proj, split by heads, merges it)
+    let place = std::env::var("SAMBA_PERSIST_ATTENTION").unwrap_or_default();
+    if acts.persistent_active() && (place == "stream" || place == "stream-heads") {
         let attention = (0..config.n_layer)
             .flat_map(|i| config.layout.sublayers(i))
             .filter(|s| matches!(s, Sublayer::WindowAttention | Sublayer::FullAttention))
@@ -217,6 +217,16 @@ fn decode_case<T: Elem>(
             acts.persistent_streamed_attention_layers(),
             attention,
             "{name}: attention layers run as streamed phases"
+        );
+        let heads = if place == "stream-heads" {
+            attention
+        } else {
+            0
+        };
+        assert_eq!(
+            acts.persistent_heads_out_proj_layers(),
+            heads,
+            "{name}: attention layers merged by out_proj split by heads"
         );
     }
     // SAMBA_PERSIST_FC2_FOLD=1: every MLP's fc2 runs folded into its SwiGLU phase
@@ -233,10 +243,11 @@ fn decode_case<T: Elem>(
     }
     let graph = if acts.persistent_active() {
         format!(
-            "persistent kernel, x_proj folded in {} layers, fc2 in {}, {} streamed attention layers",
+            "persistent kernel, x_proj folded in {} layers, fc2 in {}, {} streamed attention layers ({} merged by out_proj)",
             acts.persistent_folded_layers(),
             acts.persistent_fc2_folded_layers(),
-            acts.persistent_streamed_attention_layers()
+            acts.persistent_streamed_attention_layers(),
+            acts.persistent_heads_out_proj_layers()
         )
     } else if acts.graph_captured() {
         "graph".to_string()

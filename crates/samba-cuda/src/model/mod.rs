@@ -23,6 +23,7 @@ mod attention;
 mod decode;
 mod fc2_fold;
 mod fused;
+mod heads_out_proj;
 mod mamba;
 mod mlp;
 mod persistent;

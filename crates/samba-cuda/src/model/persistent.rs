@@ -24,12 +24,13 @@ use cudarc::driver::sys::{CUgraphInstantiate_flags, CUstreamCaptureMode};
 use cudarc::driver::{sys, CudaFunction, DevicePtr, LaunchConfig};
 
 use super::fc2_fold::{fc2_sites, Fc2Fold};
+use super::heads_out_proj::{heads_sites, HeadsOutProj, MERGE_NEXT_ARG};
 use super::plan::CudaActivations;
 use super::state::CudaDecodeState;
 use super::streamed_attention::{StreamedShape, PARTIALS_ARG, POS_ARG, SPLITS_ARG};
 use super::xproj_fold::{fold_sites, transposed_stride, XProjFold};
 use super::CudaModel;
-use crate::compile::{ATTENTION_DECODE, DECODE_PERSISTENT};
+use crate::compile::{KernelFile, ATTENTION_DECODE, DECODE_PERSISTENT, DECODE_PERSISTENT_HEADS};
 use crate::error::{driver, CudaError, Result};
 use crate::ops::entry;
 use crate::ops::pdl::{self, Args, RecordedLaunch};
@@ -70,6 +71,9 @@ enum OpKind {
     /// attention_decode_fwd's
     /// arguments, recorded as Attention and converted.
     StreamedAttention = 9,
+    /// The streamed attention's out_proj split by heads, merging its partials
+    /// (heads_out_proj.rs): recorded as a GEMV and converted.
+    GemvHeads = 10,
 }
 
 impl OpKind {
@@ -97,7 +101,8 @@ impl OpKind {
             OpKind::ScanStep => 13,
             OpKind::Attention => 13,
             OpKind::Positions => 3,
-            OpKind::StreamedAttention => 13,
+            OpKind::StreamedAttention => 14,
+            OpKind::GemvHeads => super::heads_out_proj::ARGS,
         }
     }
 }
@@ -259,9 +264,12 @@ enum AttentionPlace {
     /// `1`: its kernel's body as virtual blocks (measured slower: its registers spill the dense
     /// phases).
     VirtualBlocks,
-    /// `stream`: a phase with its keys and values streamed through the ring (its first version
-    /// was correct on the H200 but slower; the reworked kernel is not yet run: docs/gpu.md).
+    /// `stream`: a phase with its keys and values streamed through the ring (correct on the H200
+    /// and on an H100; faster than the kernel on one H100, slower on another: docs/gpu.md).
     Streamed,
+    /// `stream-heads`: streamed, and its out_proj split by heads takes its merge
+    /// (heads_out_proj.rs).
+    StreamedHeads,
 }
 
 impl AttentionPlace {
@@ -269,6 +277,7 @@ impl AttentionPlace {
         match std::env::var("SAMBA_PERSIST_ATTENTION").as_deref() {
             Ok("1") => AttentionPlace::VirtualBlocks,
             Ok("stream") => AttentionPlace::Streamed,
+            Ok("stream-heads") => AttentionPlace::StreamedHeads,
             _ => AttentionPlace::OwnKernel,
         }
     }
@@ -300,11 +309,14 @@ pub(crate) struct PersistentStep {
     pub fc2_folded_layers: usize,
     /// Attention layers run as streamed phases (streamed_attention.rs).
     pub streamed_attention_layers: usize,
+    /// Attention layers whose out_proj, split by heads, merges them (heads_out_proj.rs).
+    pub heads_out_proj_layers: usize,
     /// Buffers the table's words point into besides the activations, the state and the weights,
     /// kept alive: the folded x_proj's (an `XProjFold<T>`, T erased), the folded fc2's (an
     /// `Fc2Fold<T>`) and the streamed attention's partials.
     _fold: Option<Box<dyn std::any::Any + Send + Sync>>,
     _fc2_fold: Option<Box<dyn std::any::Any + Send + Sync>>,
+    _heads: Option<Box<dyn std::any::Any + Send + Sync>>,
     _attention_partials: Option<Buffer<f32>>,
 }
 
@@ -322,9 +334,15 @@ impl PersistentStep {
         let name = entry::<T>(match place {
             AttentionPlace::OwnKernel => "decode_persistent",
             AttentionPlace::VirtualBlocks => "decode_persistent_attention",
-            AttentionPlace::Streamed => "decode_persistent_streamed",
+            AttentionPlace::Streamed | AttentionPlace::StreamedHeads => {
+                "decode_persistent_streamed"
+            }
         });
-        let (function, threads, dynamic, blocks) = size_grid(dev, &name)?;
+        let file = match place {
+            AttentionPlace::StreamedHeads => &DECODE_PERSISTENT_HEADS,
+            _ => &DECODE_PERSISTENT,
+        };
+        let (function, threads, dynamic, blocks) = size_grid(dev, file, &name)?;
         let attention_inside =
             place == AttentionPlace::VirtualBlocks && threads == VBLOCK + PRODUCER;
         let elem = size_of::<T>();
@@ -351,6 +369,20 @@ impl PersistentStep {
         let launches = recording.launches;
         let fold = x_proj_fold(model, &launches, blocks)?;
         let fc2 = fc2_fold(model, &launches)?;
+        let heads = match place {
+            AttentionPlace::StreamedHeads => {
+                HeadsOutProj::build(model, heads_sites(&launches, blocks, elem))?
+            }
+            _ => None,
+        };
+        let heads_site = |i: usize, attention: bool| {
+            heads.as_ref().and_then(|h| {
+                h.sites()
+                    .iter()
+                    .position(|s| i == if attention { s.attention } else { s.out_proj })
+            })
+        };
+        let mut heads_rows = Vec::new(); // (table row, site) of the out_proj ops split by heads
         let folded = |i: usize| {
             fold.as_ref()
                 .is_some_and(|f| f.sites().iter().any(|s| s.x_proj == i))
@@ -368,13 +400,17 @@ impl PersistentStep {
             if folded(i) {
                 continue;
             }
-            let streams = (place == AttentionPlace::Streamed)
-                .then(|| StreamedShape::of(&l, blocks, elem))
-                .flatten();
+            let streams = matches!(
+                place,
+                AttentionPlace::Streamed | AttentionPlace::StreamedHeads
+            )
+            .then(|| StreamedShape::of(&l, blocks, elem))
+            .flatten();
             if let Some(shape) = streams {
                 let mut row = op_words(&l)?;
                 row[0] = OpKind::StreamedAttention as u64;
                 row[4 + SPLITS_ARG] = shape.splits as u64;
+                row[4 + MERGE_NEXT_ARG] = u64::from(heads_site(i, true).is_some());
                 // (the partials' address is set below, once the buffer exists)
                 table.extend(row);
                 streamed.push((n_ops, shape));
@@ -394,6 +430,16 @@ impl PersistentStep {
                     args: Args::from_slots(&l.args),
                     what: l.what,
                 });
+                continue;
+            }
+            if let Some(site) = heads_site(i, false) {
+                // (its arguments are set below, once the partials exist)
+                let mut row = [0u64; OP_WORDS];
+                row[..4].copy_from_slice(&[OpKind::GemvHeads as u64, 1, 1, 1]);
+                table.extend(row);
+                heads_rows.push((n_ops, site));
+                push_op(&mut segments, n_ops);
+                n_ops += 1;
                 continue;
             }
             let rows = rows_arg(l.what).and_then(|i| l.args.get(i));
@@ -476,8 +522,36 @@ impl PersistentStep {
                     kept_per_unit: 0,
                 });
             }
+            if let Some(h) = &heads {
+                for &(row, site) in &heads_rows {
+                    let args = h.args(site, part_ptr, blocks);
+                    table[row * OP_WORDS + 4..][..args.len()].copy_from_slice(&args);
+                    // the ring holds a stage of its rows (hd elements a row, a block's S-th of
+                    // d at most), and the input row o_h and the merge's weights and l's
+                    let s = h.sites()[site];
+                    let (hd, split) = (s.shape.head_dim, blocks / s.shape.heads);
+                    shapes.push(DenseShape {
+                        input: hd,
+                        units: s.d.div_ceil(split) * blocks,
+                        rows_per_unit: 1,
+                        kept_per_unit: 0,
+                    });
+                    shapes.push(DenseShape {
+                        input: ((hd * elem).next_multiple_of(16) + 8 * s.shape.splits)
+                            .div_ceil(elem),
+                        units: 1,
+                        rows_per_unit: 1,
+                        kept_per_unit: 0,
+                    });
+                }
+            }
             drop(guard);
             attention_partials = Some(part);
+        }
+        if heads_rows.len() != heads.as_ref().map_or(0, |h| h.sites().len()) {
+            return Err(unsupported(
+                "an out_proj split by heads has no streamed attention before it".into(),
+            ));
         }
         let launch_ops = segments
             .iter()
@@ -513,8 +587,10 @@ impl PersistentStep {
             folded_layers: fold.as_ref().map_or(0, |f| f.sites().len()),
             fc2_folded_layers: fc2.as_ref().map_or(0, |f| f.sites().len()),
             streamed_attention_layers: streamed.len(),
+            heads_out_proj_layers: heads_rows.len(),
             _fold: fold.map(|f| Box::new(f) as Box<dyn std::any::Any + Send + Sync>),
             _fc2_fold: fc2.map(|f| Box::new(f) as Box<dyn std::any::Any + Send + Sync>),
+            _heads: heads.map(|h| Box::new(h) as Box<dyn std::any::Any + Send + Sync>),
             _attention_partials: attention_partials,
         })
     }
@@ -623,7 +699,11 @@ fn fc2_fold<T: Elem>(
 /// The persistent kernel, the dynamic shared memory each block gets (the SM's shared memory split
 /// between BLOCKS_PER_SM blocks, less what the driver and the kernel's static variables take), and
 /// the grid: every block resident at once.
-fn size_grid(dev: &crate::CudaDevice, name: &str) -> Result<(CudaFunction, u32, usize, usize)> {
+fn size_grid(
+    dev: &crate::CudaDevice,
+    file: &'static KernelFile,
+    name: &str,
+) -> Result<(CudaFunction, u32, usize, usize)> {
     use cudarc::driver::sys::CUdevice_attribute as A;
     let ctx = dev.stream().context();
     let attr = |a: A, what: &'static str| -> Result<usize> {
@@ -646,7 +726,7 @@ fn size_grid(dev: &crate::CudaDevice, name: &str) -> Result<(CudaFunction, u32, 
         A::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT,
         "counting the SMs",
     )?;
-    let probe = dev.function(&DECODE_PERSISTENT, name, 0)?;
+    let probe = dev.function(file, name, 0)?;
     let threads = probe
         .get_attribute(sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_THREADS_PER_BLOCK)
         .map_err(driver("reading the persistent kernel's block size"))?
@@ -671,7 +751,7 @@ fn size_grid(dev: &crate::CudaDevice, name: &str) -> Result<(CudaFunction, u32, 
         .min(opt_in.saturating_sub(fixed))
         / 16
         * 16;
-    let function = dev.function(&DECODE_PERSISTENT, name, dynamic)?;
+    let function = dev.function(file, name, dynamic)?;
     let resident = function
         .occupancy_max_active_blocks_per_multiprocessor(threads, dynamic, None)
         .map_err(driver("the persistent step's occupancy"))? as usize;
@@ -993,6 +1073,7 @@ mod tests {
             ("PERSIST_ATTENTION", OpKind::Attention),
             ("PERSIST_POSITIONS", OpKind::Positions),
             ("PERSIST_STREAMED_ATTENTION", OpKind::StreamedAttention),
+            ("PERSIST_GEMV_HEADS", OpKind::GemvHeads),
         ] {
             assert_eq!(define(name), kind as u64, "{name}");
             assert!(kind.args() <= MAX_ARGS);
@@ -1018,6 +1099,8 @@ mod tests {
             .iter()
             .all(|&a| OpKind::GemvSwiglu.args() <= a && a < MAX_ARGS));
         assert_eq!(define("PERSIST_FOLD_GROUPS") as usize, FOLD_GROUPS);
+        assert_eq!(define("STREAM_ATT_MERGE_NEXT") as usize, MERGE_NEXT_ARG);
+        assert_eq!(MERGE_NEXT_ARG + 1, OpKind::StreamedAttention.args());
         assert_eq!(
             define("STREAM_ATT_MAX_KEYS") as usize,
             super::super::streamed_attention::MAX_KEYS

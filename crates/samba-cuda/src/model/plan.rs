@@ -182,6 +182,14 @@ impl<T: Elem> CudaActivations<T> {
         self.persistent.as_ref().map_or(0, |p| p.fc2_folded_layers)
     }
 
+    /// The attention layers whose out_proj, split by heads, merged the streamed attention in the
+    /// last persistent step (0 without one; SAMBA_PERSIST_ATTENTION=stream-heads).
+    pub fn persistent_heads_out_proj_layers(&self) -> usize {
+        self.persistent
+            .as_ref()
+            .map_or(0, |p| p.heads_out_proj_layers)
+    }
+
     /// The attention layers the last persistent step ran as streamed phases (0 without a persistent
     /// step; SAMBA_PERSIST_ATTENTION=stream).
     pub fn persistent_streamed_attention_layers(&self) -> usize {
