@@ -202,7 +202,9 @@ struct PersistDense {
     __device__ int fold_copies() const { return kind == PERSIST_GEMV_CONV ? PERSIST_FOLD_COPIES : 1; }
     // (fc2 adds into the residual the phase's own input RMSNorm(x) is read from: after every block
     // counted itself here, see persist_fold)
-    __device__ u64* fold_staged() const { return kind == PERSIST_GEMV_SWIGLU ? (u64*)a[PERSIST_FOLD_STAGED] : nullptr; }
+    __device__ u64* fold_staged() const {
+        return PERSIST_FC2_FOLD && kind == PERSIST_GEMV_SWIGLU ? (u64*)a[PERSIST_FOLD_STAGED] : nullptr;
+    }
     // W^T's rows a stage holds (one at least)
     __device__ int fold_rows_per_stage() const {
         return max(1, PERSIST_STAGE_BYTES / (fold_stride() * (int)sizeof(T)));
@@ -317,8 +319,8 @@ __device__ __forceinline__ void persist_prefetch(const PersistDense<T>& op, int 
     else if (op.kind == PERSIST_GEMV_CONV) op.conv().prefetch(u, 0, pre.conv);
 }
 
-// Stores unit u's sums y[0..nr) with its reads pre (batch row 0); returns the conv step's u as
-// stored (0 for the other kinds).
+// Stores unit u's sums y[0..nr) with its reads pre (batch row 0); returns the conv step's u or the
+// SwiGLU's act as stored (0 for the other kinds).
 template <typename T>
 __device__ __forceinline__ float persist_store(const PersistDense<T>& op, int u, const float* y, const PersistPre<T>& pre) {
     const float one[1] = {y[0]};
@@ -517,12 +519,8 @@ __device__ void persist_heads_merge(T* xs, const PersistDense<T>& op, float* scr
     // block of the attention phase has read its keys (that slot among them with a window's ring)
     if ((int)blockIdx.x % op.heads_split() == 0 && h % qpg == 0 && op.heads_cap() > 0) {
         const int g = h / qpg;
-        const T* grp = op.heads_qkv() + (long)g * (qpg + 2) * hd;
-        const long sl = ((long)(*op.heads_pos() % op.heads_cap()) * op.heads_kv() + g) * hd;
-        for (int d = threadIdx.x; d < hd; d += PERSIST_CONSUMERS) {
-            op.heads_k_cache()[sl + d] = grp[qpg * hd + d];
-            op.heads_v_cache()[sl + d] = grp[(qpg + 1) * hd + d];
-        }
+        const long sl = ((long)(*op.heads_pos() % op.heads_cap()) * op.heads_kv() + g) * hd;  // (StreamedAttention::slot)
+        stream_att_store_kv(op.heads_qkv() + (long)g * (qpg + 2) * hd, qpg, hd, op.heads_k_cache(), op.heads_v_cache(), sl);
     }
     float* w = reinterpret_cast<float*>(reinterpret_cast<unsigned char*>(xs) + (((long)hd * sizeof(T) + 15) & ~15L));
     stream_att_merge_head(op.heads_part() + (long)h * B * (hd + 2), B, hd, w, w + B, scratch, xs);
@@ -682,6 +680,7 @@ __device__ void persist_fold(const PersistDense<T>& op, int nc, unsigned& stage,
     // [4 g, 4 g + 4), g = v % groups, of the inputs e with e % splits == v / groups (176 outputs:
     // 44 groups, 2 splits, 88 threads; 2304: 576 groups, one split, 4 or 5 groups a thread)
     const int groups = (n + 3) / 4, splits = max(1, PERSIST_CONSUMERS / groups), vts = groups * splits;
+    if (vts > PERSIST_FOLD_GROUPS * PERSIST_CONSUMERS) __trap();  // (the host checks n)
     float acc[PERSIST_FOLD_GROUPS][4];
 #pragma unroll
     for (int i = 0; i < PERSIST_FOLD_GROUPS; ++i) acc[i][0] = acc[i][1] = acc[i][2] = acc[i][3] = 0.0f;
@@ -865,7 +864,7 @@ __device__ __forceinline__ void persist_other(int kind, const u64* a, const Pers
                                 PTR(5, T*), PTR(6, const int*), INT(7), INT(8), INT(9), INT(10), INT(11), INT(12));
         break;
 #endif
-    default: break;  // the host records only the kinds above
+    default: __trap();  // the host records only the kinds above (PERSIST_GEMV_HEADS: in its own module)
     }
 }
 

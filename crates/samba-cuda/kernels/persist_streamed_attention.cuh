@@ -4,8 +4,9 @@
 // SAMBA_PERSIST_ATTENTION=stream, src/model/persistent.rs). Its first version was correct on the
 // H200 but its phase took ~19 us at 1K context, slower than the kernel of its own; the second
 // (key p, the scores and the merge reworked; STREAM_ATT_WARP=0 now) was correct on an H100 and
-// faster than the kernel there, its phase still ~18 us; the warp path (below, the default) is not
-// yet run on the GPU: docs/gpu.md)
+// faster than the kernel there, its phase still ~18 us; the warp path (below, the default) was
+// correct on two other H100s, the phase as long, the step slower there than with the kernel of
+// its own: docs/gpu.md)
 //
 // The decoding attention as a kernel of its own costs the step a launch boundary per attention
 // layer (~22 us each on Samba-1.3B: the kernel, the persistent kernel's tail and relaunch). As a
@@ -26,7 +27,9 @@
 //   finish (counted in done[g], which it sets back to 0) merges the B ranges of each head as
 //   attention_decode_merge does (16 ranges' values requested at once), stores the output (T) and
 //   this token's key and value into KV cache slot p % cap: after every block of the group has
-//   read its stages.
+//   read its stages. With merge_next() (PERSIST_HEADS, SAMBA_PERSIST_ATTENTION=stream-heads) the
+//   phase ends with the partials: out_proj, split by heads, merges them and stores k, v
+//   (kernels/decode_persistent.cu: persist_heads_merge).
 // Scratch (f32, in the input row's shared memory): qkv's row of the group [qpg hd | k_p hd | v_p
 // hd] (q scaled), acc [qpg hd], s [qpg kps], m, l, alpha [qpg], then the merge's weights and l's
 // [B] (stream_att_scratch_floats; the host sizes the input row's memory for it).
@@ -139,10 +142,16 @@ __device__ void persist_prefetch_streamed_attention(const StreamedAttention<T>& 
     }
 }
 
-// The consumers' part of the streamed attention: the online softmax over nk keys (K, V: rows of hd
-// elements, bf16 or f32, in the ring or staged from qkv), every query head of the group; ends
-// with the consumers' barrier.
 #define STREAM_ATT_MERGE_LOADS 16  // ranges whose values the merge loads at once
+// This token's key and value (qkv's row of kv group g: grp = [q heads | k | v]) into KV cache
+// row sl (StreamedAttention::slot), by every consumer thread.
+template <typename T>
+__device__ void stream_att_store_kv(const T* grp, int qpg, int hd, T* k_cache, T* v_cache, long sl) {
+    for (int d = threadIdx.x; d < hd; d += PERSIST_CONSUMERS) {
+        k_cache[sl + d] = grp[qpg * hd + d];
+        v_cache[sl + d] = grp[(qpg + 1) * hd + d];
+    }
+}
 // One head's output from its B partial softmaxes src [B][hd + 2] (acc, m, l), as
 // attention_decode_merge computes it:
 //   w_r = e^(m_r - max_r m_r) (0 for a range with no key), o = (sum_r w_r acc_r) / (sum_r w_r l_r),
@@ -195,6 +204,9 @@ __device__ __forceinline__ unsigned stream_att_count(unsigned* done) {
     return atomicAdd(done, 1u);
 #endif
 }
+// The consumers' part of the streamed attention: the online softmax over nk keys (K, V: rows of hd
+// elements, bf16 or f32, in the ring or staged from qkv), every query head of the group; ends
+// with the consumers' barrier.
 template <typename KV>
 __device__ void stream_att_keys(float* sc, const KV* K, const KV* V, int nk, int qpg, int hd, int kps) {
     float *q = sc, *acc = q + (qpg + 2) * hd, *s = acc + qpg * hd, *m = s + qpg * kps, *l = m + qpg, *al = l + qpg;
@@ -442,13 +454,7 @@ __device__ void persist_streamed_attention(const StreamedAttention<T>& at, int k
                               at.out() + (long)(g * qpg + i) * hd);
         persist_consumers_sync();  // w and ls serve the next head
     }
-    if (at.cap() > 0) {
-        const long sl = at.slot(p, g);
-        for (int d = threadIdx.x; d < hd; d += PERSIST_CONSUMERS) {
-            at.k_cache()[sl + d] = grp[qpg * hd + d];
-            at.v_cache()[sl + d] = grp[(qpg + 1) * hd + d];
-        }
-    }
+    if (at.cap() > 0) stream_att_store_kv(grp, qpg, hd, at.k_cache(), at.v_cache(), at.slot(p, g));
     if (threadIdx.x == 0) at.done()[g] = 0u;
     if (threadIdx.x == 0) PERSIST_TL_MARK(k, 6);  // the merge done
 }

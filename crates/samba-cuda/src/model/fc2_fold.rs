@@ -1,7 +1,8 @@
 //! The MLP's fc2 folded into the SwiGLU phase of the persistent decoding step
 //! (kernels/decode_persistent.cu: `persist_fold`). An experiment, measured slower (docs/gpu.md):
 //! the kernel's part is compiled in with SAMBA_NVRTC_DEFINES=PERSIST_FC2_FOLD=1, the host's with
-//! SAMBA_PERSIST_FC2_FOLD=1 (the first without the second: the kernel traps on a folded row).
+//! SAMBA_PERSIST_FC2_FOLD=1 (the host's without the kernel's: the kernel traps on a folded row
+//! rather than leave fc2 out).
 //!
 //! As an op of its own, fc2 (x += W act, W [d_model, hidden]) is a phase of its own: every output
 //! needs every hidden unit, so it waits at a grid barrier for the SwiGLU phase, and the phase ends
@@ -21,7 +22,7 @@
 
 use cudarc::driver::DevicePtr;
 
-use super::persistent::CONSUMER_WARPS;
+use super::persistent::{adds_into_f32_residual, CONSUMER_WARPS};
 use super::xproj_fold::{transpose, transposed_stride};
 use super::CudaModel;
 use crate::error::Result;
@@ -71,14 +72,10 @@ pub(crate) fn fc2_sites(launches: &[RecordedLaunch]) -> Vec<Fc2Site> {
                 return None;
             }
             let hidden = int(swiglu, 10);
-            let linked = fc2.args[3] == swiglu.args[0] // fc2 reads the SwiGLU's act
-                && fc2.args[5] == 0 // without a norm
-                && int(fc2, 2) == 2 // += into f32
+            let linked = adds_into_f32_residual(fc2, swiglu.args[0], hidden) // fc2 of act
                 && fc2.args[0] == swiglu.args[4] // the residual the SwiGLU normalises
                 && swiglu.args[4] != 0
-                && int(swiglu, 8) == 1 // one row
-                && int(fc2, 9) == 1
-                && int(fc2, 10) == hidden;
+                && int(swiglu, 8) == 1; // one row
             linked.then_some(Fc2Site {
                 swiglu: i,
                 fc2: i + 1,
@@ -120,16 +117,12 @@ impl<T: Elem> Fc2Fold<T> {
             return Ok(None);
         }
         let dev = model.device();
-        let (base, _guard) = model.params.device_ptr(dev.stream());
         let len = d * hidden;
         let mut host = Vec::with_capacity(sites.len() * len);
         for s in &sites {
-            let inside = s.weight >= base && (s.weight - base) % elem as u64 == 0;
-            let offset = ((s.weight.wrapping_sub(base)) / elem as u64) as usize;
-            if !inside || offset + len > model.params.len() {
+            let Some(w) = model.download_params_at(s.weight, len)? else {
                 return Ok(None);
-            }
-            let w = dev.download(&model.params.slice(offset..offset + len))?;
+            };
             host.extend(transpose(&w, d, hidden, d));
         }
         Ok(Some(Fc2Fold {

@@ -17,6 +17,7 @@
 
 use cudarc::driver::DevicePtr;
 
+use super::persistent::adds_into_f32_residual;
 use super::streamed_attention::StreamedShape;
 use super::CudaModel;
 use crate::error::Result;
@@ -70,12 +71,11 @@ pub(crate) fn heads_sites(
             if out_proj.what != "gemv_fwd" || out_proj.args.len() != 13 {
                 return None;
             }
-            let linked = out_proj.args[3] == attention.args[0] // out_proj reads the output
-                && out_proj.args[5] == 0 // without a norm
-                && int(out_proj, 2) == 2 // += into f32
-                && int(out_proj, 9) == 1 // one row
-                && int(out_proj, 10) == shape.heads * shape.head_dim
-                && out_proj.args[0] % 4 == 0
+            let linked = adds_into_f32_residual(
+                out_proj,
+                attention.args[0], // the attention's output
+                shape.heads * shape.head_dim,
+            ) && out_proj.args[0] % 4 == 0
                 && shape.heads <= blocks;
             linked.then_some(HeadsSite {
                 attention: i,
@@ -105,7 +105,7 @@ pub(crate) fn by_heads<T: Copy>(w: &[T], d: usize, heads: usize, hd: usize) -> V
     out
 }
 
-/// The layers' weights by heads, and the table rows of their out_proj ops.
+/// The layers whose out_proj is split by heads, and their weights laid out by heads.
 pub(crate) struct HeadsOutProj<T: Elem> {
     sites: Vec<HeadsSite>,
     /// [sites][heads][d][hd].
@@ -120,18 +120,12 @@ impl<T: Elem> HeadsOutProj<T> {
             return Ok(None);
         }
         let dev = model.device();
-        let elem = size_of::<T>() as u64;
-        let (base, _guard) = model.params.device_ptr(dev.stream());
         let mut host = Vec::new();
         for s in &sites {
             let (heads, hd) = (s.shape.heads, s.shape.head_dim);
-            let len = s.d * heads * hd;
-            let inside = s.weight >= base && (s.weight - base) % elem == 0;
-            let offset = ((s.weight.wrapping_sub(base)) / elem) as usize;
-            if !inside || offset + len > model.params.len() {
+            let Some(w) = model.download_params_at(s.weight, s.d * heads * hd)? else {
                 return Ok(None);
-            }
-            let w = dev.download(&model.params.slice(offset..offset + len))?;
+            };
             host.extend(by_heads(&w, s.d, heads, hd));
         }
         Ok(Some(HeadsOutProj {

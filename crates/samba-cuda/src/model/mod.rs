@@ -121,6 +121,27 @@ impl<T: Elem> CudaModel<T> {
         self.params.slice(start..start + count)
     }
 
+    /// The `len` parameters at device address `ptr` (a recorded launch's weight), downloaded; None
+    /// unless they lie whole inside the parameter buffer. (The persistent step's folds make
+    /// re-laid-out copies of weights from their recorded addresses.)
+    pub(crate) fn download_params_at(&self, ptr: u64, len: usize) -> Result<Option<Vec<T>>> {
+        use cudarc::driver::DevicePtr;
+        let elem = std::mem::size_of::<T>() as u64;
+        let offset = {
+            let (base, _guard) = self.params.device_ptr(self.dev.stream());
+            if ptr < base || (ptr - base) % elem != 0 {
+                return Ok(None);
+            }
+            ((ptr - base) / elem) as usize
+        };
+        if offset + len > self.params.len() {
+            return Ok(None);
+        }
+        self.dev
+            .download(&self.params.slice(offset..offset + len))
+            .map(Some)
+    }
+
     fn sublayers(&self) -> impl Iterator<Item = &SublayerParams> {
         self.layout.blocks.iter().flatten()
     }

@@ -548,10 +548,16 @@ impl PersistentStep {
             drop(guard);
             attention_partials = Some(part);
         }
-        if heads_rows.len() != heads.as_ref().map_or(0, |h| h.sites().len()) {
-            return Err(unsupported(
-                "an out_proj split by heads has no streamed attention before it".into(),
-            ));
+        // (every attention that leaves its merge to out_proj ran streamed, before its out_proj)
+        let merging = streamed
+            .iter()
+            .filter(|(row, _)| table[row * OP_WORDS + 4 + MERGE_NEXT_ARG] != 0)
+            .count();
+        if merging != heads_rows.len() {
+            return Err(unsupported(format!(
+                "{merging} streamed attention ops leave their merge to out_proj, but {} out_projs take it",
+                heads_rows.len()
+            )));
         }
         let launch_ops = segments
             .iter()
@@ -818,6 +824,20 @@ fn rows_arg(what: &str) -> Option<usize> {
         "gemv_rope_fwd" | "gemv_conv_fwd" => Some(13),
         _ => None,
     }
+}
+
+/// Whether `l` is a gemv_fwd of one row of `input` (`input_len` long, no norm) adding into an f32
+/// buffer (+=, the residual): the out_projs and fc2 the folds take (fc2_fold.rs,
+/// heads_out_proj.rs).
+pub(crate) fn adds_into_f32_residual(l: &RecordedLaunch, input: u64, input_len: usize) -> bool {
+    let int = |i: usize| l.args[i] as u32 as usize;
+    l.what == "gemv_fwd"
+        && l.args.len() == 13
+        && l.args[3] == input
+        && l.args[5] == 0 // no norm
+        && int(2) == 2 // += into f32
+        && int(9) == 1 // one row
+        && int(10) == input_len
 }
 
 /// One launch as a row of the table.

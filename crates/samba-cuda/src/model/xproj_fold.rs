@@ -137,18 +137,13 @@ impl<T: Elem> XProjFold<T> {
             return Ok(None);
         }
         let dev = model.device();
-        let elem = size_of::<T>() as u64;
-        let (base, _guard) = model.params.device_ptr(dev.stream());
         let len = first.n_out * first.d_inner;
         let stride = transposed_stride(first.n_out, size_of::<T>());
         let mut host = Vec::with_capacity(sites.len() * first.d_inner * stride);
         for s in &sites {
-            let inside = s.weight >= base && (s.weight - base) % elem == 0;
-            let offset = ((s.weight.wrapping_sub(base)) / elem) as usize;
-            if !inside || offset + len > model.params.len() {
+            let Some(w) = model.download_params_at(s.weight, len)? else {
                 return Ok(None);
-            }
-            let w = dev.download(&model.params.slice(offset..offset + len))?;
+            };
             host.extend(transpose(&w, s.n_out, s.d_inner, stride));
         }
         // the sums of a layer: FOLD_COPIES copies of x_dbl, a row of W^T apart
