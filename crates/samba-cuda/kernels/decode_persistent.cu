@@ -62,8 +62,11 @@
 // at the start (no L2 round trip to read the next op); each thread requests its first unit's
 // epilogue reads (the residual for +=, cos and sin, the conv state) before the input row, so they
 // land during the dot products; the scan step loads what does not depend on the op before (its
-// weights, the scan state) before its barrier. Mamba's x_proj, where the host folds it (src/model/xproj_fold.rs), is no phase of
-// its own: in_proj's phase adds each block's share of it (persist_fold). PERSIST_TIMELINE prints,
+// weights, the scan state) before its barrier. Mamba's x_proj, where the host folds it
+// (src/model/xproj_fold.rs), is no phase of its own: in_proj's phase adds each block's share of it
+// (persist_fold; the MLP's fc2 the same way into the SwiGLU phase, an experiment compiled out:
+// PERSIST_FC2_FOLD). With PERSIST_HEADS (a module of its own), the streamed attention's out_proj
+// split by heads merges the attention's partials (PERSIST_GEMV_HEADS). PERSIST_TIMELINE prints,
 // per op, when the blocks started and finished it.
 //
 // The table: [n_ops][PERSIST_OP_WORDS] u64: kind, grid x, y, z, then the kernel's arguments in

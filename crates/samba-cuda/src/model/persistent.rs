@@ -252,8 +252,8 @@ fn push_op(segments: &mut Vec<Segment>, index: usize) {
 
 /// The op that runs as a kernel of its own between persistent launches, unless
 /// SAMBA_PERSIST_ATTENTION=1 and the persistent kernel runs one virtual block at a time (the
-/// attention's shared arrays serve one), or SAMBA_PERSIST_ATTENTION=stream and it runs as a phase
-/// with its keys streamed through the ring (streamed_attention.rs).
+/// attention's shared arrays serve one), or SAMBA_PERSIST_ATTENTION=stream (or stream-heads) and
+/// it runs as a phase with its keys streamed through the ring (streamed_attention.rs).
 const OWN_KERNEL: &str = "attention_decode_fwd";
 
 /// Where the decoding attention runs (SAMBA_PERSIST_ATTENTION).

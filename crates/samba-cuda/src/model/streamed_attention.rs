@@ -2,8 +2,10 @@
 //! through the ring (kernels/persist_streamed_attention.cuh: `StreamedAttention`; opt-in,
 //! SAMBA_PERSIST_ATTENTION=stream). Its first version was correct on the H200 but slower than the
 //! kernel of its own; the second (session 7) was correct on an H100 and faster there (1.339
-//! against 1.372 ms); the warp path after it is not yet run on the GPU (docs/gpu.md, "The
-//! decoding attention as a phase").
+//! against 1.372 ms); with the warp path (session 8) it was correct on two other H100s and
+//! slower there than the kernel (1.460 against 1.350 ms: docs/gpu.md, "fc2 folded, the warp
+//! path"). With SAMBA_PERSIST_ATTENTION=stream-heads its out_proj takes its merge
+//! (heads_out_proj.rs).
 //!
 //! As a kernel of its own between two persistent launches, the decoding attention costs
 //! Samba-1.3B's step ~22 us per attention layer (the kernel, the persistent kernel's tail and its
