@@ -173,29 +173,15 @@ impl<T: Elem> Fc2Fold<T> {
 mod tests {
     use super::*;
 
-    fn launch(what: &'static str, args: &[(usize, u64)], n: usize) -> RecordedLaunch {
-        let mut a = vec![0u64; n];
-        for &(i, v) in args {
-            a[i] = v;
-        }
-        RecordedLaunch {
-            what,
-            grid: (36, 1, 1),
-            block: (128, 1, 1),
-            shared_mem_bytes: 0,
-            args: a,
-        }
-    }
-
     /// An MLP as the fused step records it: x at 0x1000, act at 0x2000 (d 2304, hidden 6144).
     fn mlp() -> Vec<RecordedLaunch> {
         vec![
-            launch(
+            RecordedLaunch::with_args(
                 "gemv_swiglu_fwd",
                 &[(0, 0x2000), (4, 0x1000), (8, 1), (9, 2304), (10, 6144)],
                 12,
             ),
-            launch(
+            RecordedLaunch::with_args(
                 "gemv_fwd",
                 &[
                     (0, 0x1000),
@@ -213,9 +199,9 @@ mod tests {
 
     #[test]
     fn a_swiglu_then_fc2_into_its_residual_is_a_site() {
-        let mut launches = vec![launch("embedding_residual_fwd", &[], 6)];
+        let mut launches = vec![RecordedLaunch::with_args("embedding_residual_fwd", &[], 6)];
         launches.extend(mlp());
-        launches.push(launch("gemv_rope_fwd", &[], 17));
+        launches.push(RecordedLaunch::with_args("gemv_rope_fwd", &[], 17));
         launches.extend(mlp());
         let sites = fc2_sites(&launches);
         assert_eq!(sites.len(), 2);

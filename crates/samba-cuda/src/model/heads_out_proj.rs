@@ -172,25 +172,11 @@ impl<T: Elem> HeadsOutProj<T> {
 mod tests {
     use super::*;
 
-    fn launch(what: &'static str, args: &[(usize, u64)], n: usize) -> RecordedLaunch {
-        let mut a = vec![0u64; n];
-        for &(i, v) in args {
-            a[i] = v;
-        }
-        RecordedLaunch {
-            what,
-            grid: (4, 18, 1),
-            block: (128, 1, 1),
-            shared_mem_bytes: 0,
-            args: a,
-        }
-    }
-
     /// Samba-1.3B's attention and out_proj as the fused step records them: output at 0x2000, the
     /// residual at 0x1000, a window of 2048 over a ring of 2047 keys.
     fn layer() -> Vec<RecordedLaunch> {
         vec![
-            launch(
+            RecordedLaunch::with_args(
                 "attention_decode_fwd",
                 &[
                     (0, 0x2000),
@@ -204,7 +190,7 @@ mod tests {
                 ],
                 13,
             ),
-            launch(
+            RecordedLaunch::with_args(
                 "gemv_fwd",
                 &[
                     (0, 0x1000),

@@ -137,6 +137,17 @@ impl DenseShape {
         })
     }
 
+    /// `units` units of one row of `input` elements each, keeping nothing after their sums (the
+    /// folds' stages, the heads op, the scratch the input row's memory must hold).
+    fn rows(input: usize, units: usize) -> DenseShape {
+        DenseShape {
+            input,
+            units,
+            rows_per_unit: 1,
+            kept_per_unit: 0,
+        }
+    }
+
     /// The most units one of `blocks` blocks takes (units [b n / G, (b + 1) n / G)).
     fn units_per_block(&self, blocks: usize) -> usize {
         self.units.div_ceil(blocks)
@@ -459,41 +470,27 @@ impl PersistentStep {
         if n_ops == 0 {
             return Err(unsupported("the step recorded no launch".into()));
         }
-        if let Some(fold) = &fold {
-            for (launch, arg, value) in fold.words() {
+        // (a fold's words go into the rows of the launches it names)
+        let mut set_words = |words: Vec<(usize, usize, u64)>, what: &str| -> Result<()> {
+            for (launch, arg, value) in words {
                 let row = row_of[launch].ok_or_else(|| {
-                    unsupported(format!(
-                        "the folded x_proj's launch {launch} has no table row"
-                    ))
+                    unsupported(format!("{what}'s launch {launch} has no table row"))
                 })?;
                 table[row * OP_WORDS + 4 + arg] = value;
             }
+            Ok(())
+        };
+        if let Some(fold) = &fold {
+            set_words(fold.words(), "the folded x_proj")?;
             // the ring holds a block's rows of x_proj^T as one stage; the scan step's fallback
             // stages x_dbl's row as T where the input row goes
             let site = fold.sites()[0];
-            shapes.push(DenseShape {
-                input: fold.stride(),
-                units: 2 * site.d_inner,
-                rows_per_unit: 1,
-                kept_per_unit: 0,
-            });
+            shapes.push(DenseShape::rows(fold.stride(), 2 * site.d_inner));
         }
         if let Some(fc2) = &fc2 {
-            for (launch, arg, value) in fc2.words() {
-                let row = row_of[launch].ok_or_else(|| {
-                    unsupported(format!(
-                        "the folded fc2's SwiGLU launch {launch} has no table row"
-                    ))
-                })?;
-                table[row * OP_WORDS + 4 + arg] = value;
-            }
+            set_words(fc2.words(), "the folded fc2")?;
             // the ring holds a stage of fc2^T's rows (whole rows, a block's hidden units at most)
-            shapes.push(DenseShape {
-                input: fc2.stride(),
-                units: fc2.sites()[0].hidden,
-                rows_per_unit: 1,
-                kept_per_unit: 0,
-            });
+            shapes.push(DenseShape::rows(fc2.stride(), fc2.sites()[0].hidden));
         }
         // The streamed attention ops share one partials buffer (each op's are read by its own
         // merge before the next attention op writes them: barriers apart), and their scratch
@@ -515,12 +512,7 @@ impl PersistentStep {
             for (row, shape) in &streamed {
                 table[row * OP_WORDS + 4 + PARTIALS_ARG] = part_ptr;
                 let scratch = shape.scratch_floats(elem) * size_of::<f32>();
-                shapes.push(DenseShape {
-                    input: scratch.div_ceil(elem),
-                    units: 1,
-                    rows_per_unit: 1,
-                    kept_per_unit: 0,
-                });
+                shapes.push(DenseShape::rows(scratch.div_ceil(elem), 1));
             }
             if let Some(h) = &heads {
                 for &(row, site) in &heads_rows {
@@ -530,19 +522,11 @@ impl PersistentStep {
                     // d at most), and the input row o_h and the merge's weights and l's
                     let s = h.sites()[site];
                     let (hd, split) = (s.shape.head_dim, blocks / s.shape.heads);
-                    shapes.push(DenseShape {
-                        input: hd,
-                        units: s.d.div_ceil(split) * blocks,
-                        rows_per_unit: 1,
-                        kept_per_unit: 0,
-                    });
-                    shapes.push(DenseShape {
-                        input: ((hd * elem).next_multiple_of(16) + 8 * s.shape.splits)
-                            .div_ceil(elem),
-                        units: 1,
-                        rows_per_unit: 1,
-                        kept_per_unit: 0,
-                    });
+                    shapes.push(DenseShape::rows(hd, s.d.div_ceil(split) * blocks));
+                    shapes.push(DenseShape::rows(
+                        ((hd * elem).next_multiple_of(16) + 8 * s.shape.splits).div_ceil(elem),
+                        1,
+                    ));
                 }
             }
             drop(guard);

@@ -194,26 +194,12 @@ impl<T: Elem> XProjFold<T> {
 mod tests {
     use super::*;
 
-    fn launch(what: &'static str, args: &[(usize, u64)], n: usize) -> RecordedLaunch {
-        let mut a = vec![0u64; n];
-        for &(i, v) in args {
-            a[i] = v;
-        }
-        RecordedLaunch {
-            what,
-            grid: (36, 1, 1),
-            block: (128, 1, 1),
-            shared_mem_bytes: 0,
-            args: a,
-        }
-    }
-
     /// A Mamba layer as the fused step records it: u at 0x1000, x_dbl at 0x2000 (E 4608, N 16,
     /// R 144: 176 outputs).
     fn layer() -> Vec<RecordedLaunch> {
         vec![
-            launch("gemv_conv_fwd", &[(0, 0x1000), (5, 4608)], 16),
-            launch(
+            RecordedLaunch::with_args("gemv_conv_fwd", &[(0, 0x1000), (5, 4608)], 16),
+            RecordedLaunch::with_args(
                 "gemv_fwd",
                 &[
                     (0, 0x2000),
@@ -225,7 +211,7 @@ mod tests {
                 ],
                 13,
             ),
-            launch(
+            RecordedLaunch::with_args(
                 "mamba_scan_step_fwd",
                 &[(2, 0x2000), (10, 4608), (11, 16), (12, 144)],
                 13,
@@ -235,9 +221,9 @@ mod tests {
 
     #[test]
     fn a_conv_x_proj_scan_run_is_a_site() {
-        let mut launches = vec![launch("embedding_residual_fwd", &[], 6)];
+        let mut launches = vec![RecordedLaunch::with_args("embedding_residual_fwd", &[], 6)];
         launches.extend(layer());
-        launches.push(launch("gemv_fwd", &[], 13));
+        launches.push(RecordedLaunch::with_args("gemv_fwd", &[], 13));
         launches.extend(layer());
         let sites = fold_sites(&launches);
         assert_eq!(sites.len(), 2);

@@ -71,6 +71,25 @@ pub(crate) struct RecordedLaunch {
     pub args: Vec<u64>,
 }
 
+#[cfg(test)]
+impl RecordedLaunch {
+    /// A launch of `what` with `n` arguments, zero but for `args` (index, value): the host's
+    /// pattern matching over recordings, tested without a device.
+    pub(crate) fn with_args(what: &'static str, args: &[(usize, u64)], n: usize) -> RecordedLaunch {
+        let mut a = vec![0u64; n];
+        for &(i, v) in args {
+            a[i] = v;
+        }
+        RecordedLaunch {
+            what,
+            grid: (36, 1, 1),
+            block: (128, 1, 1),
+            shared_mem_bytes: 0,
+            args: a,
+        }
+    }
+}
+
 /// What a device records between [`start_recording`] and [`stop_recording`].
 #[derive(Debug, Default)]
 pub(crate) struct Recording {
