@@ -275,6 +275,12 @@ __device__ void stream_att_keys(float* sc, const KV* K, const KV* V, int nk, int
 #ifndef STREAM_ATT_WARP
 #define STREAM_ATT_WARP 1
 #endif
+// STREAM_ATT_BLOCK_PATH=0 (an experiment, for timing: the streamed entries' dense phases ran
+// slower than the own-kernel entry's, and code compiled in beside them changed the step's time)
+// compiles the block path out; a shape that needs it then traps.
+#ifndef STREAM_ATT_BLOCK_PATH
+#define STREAM_ATT_BLOCK_PATH 1
+#endif
 #define STREAM_ATT_DJ 4  // dimensions per lane: hd <= 128
 #define STREAM_ATT_KB 4  // keys a warp takes at once
 struct StreamAttState {
@@ -346,6 +352,7 @@ __device__ void persist_streamed_attention(const StreamedAttention<T>& at, int k
     const int warp = (int)threadIdx.x >> 5, hs = qpg, KS = PERSIST_CONSUMER_WARPS / max(1, qpg);
     const int head = warp % hs, ks = warp / hs;
     const bool active = by_warps && ks < KS;
+    if (!STREAM_ATT_BLOCK_PATH && !by_warps) __trap();  // (compiled without the path this shape needs)
     StreamAttState mine;
     mine.m = -INFINITY;
     mine.l = 0.0f;
@@ -375,7 +382,7 @@ __device__ void persist_streamed_attention(const StreamedAttention<T>& at, int k
         if (by_warps) {
             if (active) stream_att_warp_keys(mine, q + head * hd, K, K + (long)nk * hd, nk, hd, ks, KS);
             persist_consumers_sync();  // every warp's reads of the stage done
-        } else {
+        } else if (STREAM_ATT_BLOCK_PATH) {
             stream_att_keys(sc, K, K + (long)nk * hd, nk, qpg, hd, kps);  // (ends with the barrier)
         }
         if (threadIdx.x == 0) mbar_arrive(&rb.empty[slot]);
@@ -385,7 +392,7 @@ __device__ void persist_streamed_attention(const StreamedAttention<T>& at, int k
     if (own) {
         if (by_warps) {
             if (active && ks == 0) stream_att_warp_keys(mine, q + head * hd, q + qpg * hd, q + (qpg + 1) * hd, 1, hd, 0, 1);
-        } else {
+        } else if (STREAM_ATT_BLOCK_PATH) {
             stream_att_keys(sc, q + qpg * hd, q + (qpg + 1) * hd, 1, qpg, hd, kps);
         }
     }
