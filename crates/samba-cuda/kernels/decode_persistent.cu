@@ -158,7 +158,6 @@ struct PersistDense {
             eps = 0.0f;
             w = (const T*)a[7];
             in = (int)a[5];
-            head_dim = in;
             n_units = (int)a[3] * (int)a[6];
             nr = 1;
             return;
@@ -330,8 +329,7 @@ __device__ __forceinline__ float persist_store(const PersistDense<T>& op, int u,
     if (op.kind == PERSIST_GEMV) {
         op.plain().store(u, 0, one, pre.store);
     } else if (PERSIST_HEADS && op.kind == PERSIST_GEMV_HEADS) {
-        asm volatile("red.relaxed.gpu.global.add.f32 [%0], %1;" ::"l"(op.heads_x() + u % op.heads_d()), "f"(y[0])
-                     : "memory");
+        atomicAdd(op.heads_x() + u % op.heads_d(), y[0]);  // (the H heads' blocks add into row u % d)
     } else if (op.kind == PERSIST_GEMV_CONV) {
         return op.conv().store(u, 0, one, pre.conv);
     } else {
@@ -522,7 +520,7 @@ __device__ void persist_heads_merge(T* xs, const PersistDense<T>& op, float* scr
     // block of the attention phase has read its keys (that slot among them with a window's ring)
     if ((int)blockIdx.x % op.heads_split() == 0 && h % qpg == 0 && op.heads_cap() > 0) {
         const int g = h / qpg;
-        const long sl = ((long)(*op.heads_pos() % op.heads_cap()) * op.heads_kv() + g) * hd;  // (StreamedAttention::slot)
+        const long sl = stream_att_slot(*op.heads_pos(), g, op.heads_cap(), op.heads_kv(), hd);
         stream_att_store_kv(op.heads_qkv() + (long)g * (qpg + 2) * hd, qpg, hd, op.heads_k_cache(), op.heads_v_cache(), sl);
     }
     float* w = reinterpret_cast<float*>(reinterpret_cast<unsigned char*>(xs) + (((long)hd * sizeof(T) + 15) & ~15L));

@@ -52,6 +52,11 @@ __host__ __device__ inline int stream_att_scratch_floats(int qpg, int hd, int kp
     return stream_att_merge_at(qpg, hd, kps) + 2 * splits;
 }
 
+// KV cache row of key j of kv group g (batch 1): cache slot j % cap, [cap][kv_heads][hd].
+__device__ __forceinline__ long stream_att_slot(int j, int g, int cap, int kv_heads, int hd) {
+    return ((long)(j % cap) * kv_heads + g) * hd;
+}
+
 template <typename T>
 struct StreamedAttention {
     const u64* a;  // attention_decode_fwd's arguments
@@ -93,7 +98,7 @@ struct StreamedAttention {
     }
     __device__ int stages(int j0, int j1) const { return (j1 - j0 + keys_per_stage() - 1) / keys_per_stage(); }
     // Cached key j's row of kv group g (batch 1).
-    __device__ long slot(int j, int g) const { return ((long)(j % cap()) * kv_heads() + g) * hd(); }
+    __device__ long slot(int j, int g) const { return stream_att_slot(j, g, cap(), kv_heads(), hd()); }
 };
 
 // The producer's part: the block's cached keys and values, stage by stage.
