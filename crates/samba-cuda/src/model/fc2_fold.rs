@@ -171,6 +171,7 @@ impl<T: Elem> Fc2Fold<T> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::persistent::residual_gemv;
     use super::*;
 
     /// An MLP as the fused step records it: x at 0x1000, act at 0x2000 (d 2304, hidden 6144).
@@ -181,19 +182,7 @@ mod tests {
                 &[(0, 0x2000), (4, 0x1000), (8, 1), (9, 2304), (10, 6144)],
                 12,
             ),
-            RecordedLaunch::with_args(
-                "gemv_fwd",
-                &[
-                    (0, 0x1000),
-                    (2, 2),
-                    (3, 0x2000),
-                    (8, 0x9000),
-                    (9, 1),
-                    (10, 6144),
-                    (11, 2304),
-                ],
-                13,
-            ),
+            residual_gemv(0x1000, 0x2000, 0x9000, 6144, 2304),
         ]
     }
 

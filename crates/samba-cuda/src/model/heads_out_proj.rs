@@ -170,6 +170,7 @@ impl<T: Elem> HeadsOutProj<T> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::persistent::residual_gemv;
     use super::*;
 
     /// Samba-1.3B's attention and out_proj as the fused step records them: output at 0x2000, the
@@ -190,19 +191,7 @@ mod tests {
                 ],
                 13,
             ),
-            RecordedLaunch::with_args(
-                "gemv_fwd",
-                &[
-                    (0, 0x1000),
-                    (2, 2),
-                    (3, 0x2000),
-                    (8, 0x9000),
-                    (9, 1),
-                    (10, 2304),
-                    (11, 2304),
-                ],
-                13,
-            ),
+            residual_gemv(0x1000, 0x2000, 0x9000, 2304, 2304),
         ]
     }
 

@@ -24,7 +24,7 @@ use cudarc::driver::sys::{CUgraphInstantiate_flags, CUstreamCaptureMode};
 use cudarc::driver::{sys, CudaFunction, DevicePtr, LaunchConfig};
 
 use super::fc2_fold::{fc2_sites, Fc2Fold};
-use super::heads_out_proj::{heads_sites, HeadsOutProj, MERGE_NEXT_ARG};
+use super::heads_out_proj::{heads_sites, HeadsOutProj, HeadsSite, MERGE_NEXT_ARG};
 use super::plan::CudaActivations;
 use super::state::CudaDecodeState;
 use super::streamed_attention::{StreamedShape, PARTIALS_ARG, POS_ARG, SPLITS_ARG};
@@ -284,6 +284,14 @@ enum AttentionPlace {
 }
 
 impl AttentionPlace {
+    /// Whether the attention runs as a streamed phase (its entry: decode_persistent_streamed).
+    fn streams(self) -> bool {
+        matches!(
+            self,
+            AttentionPlace::Streamed | AttentionPlace::StreamedHeads
+        )
+    }
+
     fn from_env() -> AttentionPlace {
         match std::env::var("SAMBA_PERSIST_ATTENTION").as_deref() {
             Ok("1") => AttentionPlace::VirtualBlocks,
@@ -345,9 +353,7 @@ impl PersistentStep {
         let name = entry::<T>(match place {
             AttentionPlace::OwnKernel => "decode_persistent",
             AttentionPlace::VirtualBlocks => "decode_persistent_attention",
-            AttentionPlace::Streamed | AttentionPlace::StreamedHeads => {
-                "decode_persistent_streamed"
-            }
+            _ => "decode_persistent_streamed",
         });
         let file = match place {
             AttentionPlace::StreamedHeads => &DECODE_PERSISTENT_HEADS,
@@ -386,13 +392,10 @@ impl PersistentStep {
             }
             _ => None,
         };
-        let heads_site = |i: usize, attention: bool| {
-            heads.as_ref().and_then(|h| {
-                h.sites()
-                    .iter()
-                    .position(|s| i == if attention { s.attention } else { s.out_proj })
-            })
-        };
+        let sites: &[HeadsSite] = heads.as_ref().map_or(&[], |h| h.sites());
+        // (launch i: an attention that leaves its merge to out_proj; an out_proj taking it)
+        let merges_later = |i: usize| sites.iter().any(|s| s.attention == i);
+        let out_proj_site = |i: usize| sites.iter().position(|s| s.out_proj == i);
         let mut heads_rows = Vec::new(); // (table row, site) of the out_proj ops split by heads
         let folded = |i: usize| {
             fold.as_ref()
@@ -411,17 +414,15 @@ impl PersistentStep {
             if folded(i) {
                 continue;
             }
-            let streams = matches!(
-                place,
-                AttentionPlace::Streamed | AttentionPlace::StreamedHeads
-            )
-            .then(|| StreamedShape::of(&l, blocks, elem))
-            .flatten();
+            let streams = place
+                .streams()
+                .then(|| StreamedShape::of(&l, blocks, elem))
+                .flatten();
             if let Some(shape) = streams {
                 let mut row = op_words(&l)?;
                 row[0] = OpKind::StreamedAttention as u64;
                 row[4 + SPLITS_ARG] = shape.splits as u64;
-                row[4 + MERGE_NEXT_ARG] = u64::from(heads_site(i, true).is_some());
+                row[4 + MERGE_NEXT_ARG] = u64::from(merges_later(i));
                 // (the partials' address is set below, once the buffer exists)
                 table.extend(row);
                 streamed.push((n_ops, shape));
@@ -443,7 +444,7 @@ impl PersistentStep {
                 });
                 continue;
             }
-            if let Some(site) = heads_site(i, false) {
+            if let Some(site) = out_proj_site(i) {
                 // (its arguments are set below, once the partials exist)
                 let mut row = [0u64; OP_WORDS];
                 row[..4].copy_from_slice(&[OpKind::GemvHeads as u64, 1, 1, 1]);
@@ -822,6 +823,28 @@ pub(crate) fn adds_into_f32_residual(l: &RecordedLaunch, input: u64, input_len: 
         && int(2) == 2 // += into f32
         && int(9) == 1 // one row
         && int(10) == input_len
+}
+
+/// A recorded gemv_fwd that `adds_into_f32_residual` takes: `input` [input_len] times
+/// `weight` [n_out, input_len] added into `residual` (tests of the folds' pattern matching).
+#[cfg(test)]
+pub(crate) fn residual_gemv(
+    residual: u64,
+    input: u64,
+    weight: u64,
+    input_len: u64,
+    n_out: u64,
+) -> RecordedLaunch {
+    let args = [
+        (0, residual),
+        (2, 2),
+        (3, input),
+        (8, weight),
+        (9, 1),
+        (10, input_len),
+        (11, n_out),
+    ];
+    RecordedLaunch::with_args("gemv_fwd", &args, 13)
 }
 
 /// One launch as a row of the table.
