@@ -416,10 +416,64 @@ __device__ void persist_produce_pool(const PersistDense<T>& op, int k, PersistSt
     }
 }
 
+// The producer's run-ahead into L2 (PERSIST_L2_AHEAD bytes a block; 0, the default: off; an
+// experiment). The ring holds ~100 KB of a block's stream (~9 us at an H100's 3 TB/s over 264
+// blocks); where a phase boundary (the last stage's arithmetic, the epilogue, the grid barrier,
+// the next input row) keeps the consumers longer than that, the producer waits for room and DRAM
+// idles. With the run-ahead, before it claims room for a stage the producer asks L2 for the block's
+// weight rows up to PERSIST_L2_AHEAD bytes past that stage's end (cp.async.bulk.prefetch.L2: no
+// register or shared memory held until they land), so DRAM keeps streaming through the boundary
+// and the stages after it are copied into the ring from L2. A cursor of its own walks the launch's
+// dense ops in the producer's order: the block's share of each op, a stage at a time (the folded
+// rows, the pool and the streamed attention's keys are not asked for ahead).
+#ifndef PERSIST_L2_AHEAD
+#define PERSIST_L2_AHEAD 0
+#endif
+__device__ __forceinline__ void prefetch_l2_bulk(const void* src, unsigned bytes) {
+    asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(src), "r"(bytes) : "memory");
+}
+template <typename T>
+struct PersistAhead {
+    int k;        // the op the cursor is in
+    int s, u1;    // its next stage's first unit (-1: the op not started) and the block's last
+    u64 fetched;  // the bytes asked for (the dense ops' own stages, as the producer counts them)
+
+    // Asks for stages (the whole producer warp, each lane a row) until `target` bytes are asked for.
+    __device__ void to(u64 target, const u64* ops, int n_ops) {
+        const int lane = threadIdx.x & 31;
+        while (fetched < target && k < n_ops) {
+            const u64* d = ops + (long)k * PERSIST_OP_WORDS;
+            const int kind = (int)d[0];
+            if (!PersistDense<T>::is_dense(kind)) {
+                ++k;
+                continue;
+            }
+            const PersistDense<T> op(kind, d + 4);
+            int u0, end, per;
+            op.share(u0, end, per);
+            if (s < 0) s = u0, u1 = end;
+            if (s >= u1) {
+                ++k, s = -1;
+                continue;
+            }
+            const int units = min(per, u1 - s), rows = units * op.nr, rs = op.row_stride();
+            if (op.vec16())
+                for (int r = lane; r < rows; r += 32)
+                    prefetch_l2_bulk(op.w + op.row(s + r / op.nr, r % op.nr), (unsigned)rs);
+            fetched += (u64)rows * rs;
+            s += units;
+        }
+    }
+};
+
 template <typename T, bool STREAMED>
 __device__ void persist_produce(const u64* ops, int n_ops, unsigned char* ring, unsigned ring_bytes, PersistRing& rb) {
     const int lane = threadIdx.x & 31;
     PersistStream q{0, 0, 0, 0};
+#if PERSIST_L2_AHEAD > 0
+    PersistAhead<T> ahead{0, -1, 0, 0};
+    u64 copied = 0;  // the bytes of the dense ops' own stages issued
+#endif
     for (int k = 0; k < n_ops; ++k) {
         const u64* d = ops + (long)k * PERSIST_OP_WORDS;
         const int kind = (int)d[0];
@@ -437,6 +491,10 @@ __device__ void persist_produce(const u64* ops, int n_ops, unsigned char* ring, 
         op.share(u0, u1, per);
         for (int s0 = u0; s0 < u1; s0 += per) {
             if (s0 == u0 && lane == 0) PERSIST_TL_MARK(k, 0);  // the producer reaches the op
+#if PERSIST_L2_AHEAD > 0
+            copied += (u64)min(per, u1 - s0) * op.nr * op.row_stride();
+            ahead.to(copied + PERSIST_L2_AHEAD, ops, n_ops);
+#endif
             persist_issue_units(op, s0, min(per, u1 - s0), 0, q, ring, ring_bytes, rb);
         }
         // The folded op's rows of W^T for the block's inputs, in stages after the op's own (x_proj's
