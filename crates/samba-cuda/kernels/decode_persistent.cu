@@ -32,9 +32,10 @@
 // advance, and the scan step where its wide form does not fit) run as virtual blocks of their
 // recorded grid on the consumer warps, with the same bodies as their own kernels (g.threads() =
 // 128, g.thread(), g.sync()); the scan step's wide form is ScanStepWide below. The decoding
-// attention runs as its own kernel between two launches, or, in the _attention entries, as
-// virtual blocks here too (opt-in: its registers make the dense phases spill), or in the _streamed
-// entries as a phase with its keys streamed through the ring (opt-in; StreamedAttention below).
+// attention runs, in the _streamed entries (the default), as a phase with its keys streamed
+// through the ring (kernels/persist_streamed_attention.cuh), or as its own kernel between two
+// launches of the plain entries, or, in the _attention entries, as virtual blocks here too
+// (opt-in: its registers make the dense phases spill).
 //
 // Measured on the H200 (docs/gpu.md, "Weights streamed through shared memory"): the producer's
 // copies run near the bandwidth floor while it issues; what is left is the phases' dependent
@@ -74,7 +75,7 @@
 //
 // Before this file (src/compile.rs): kernels/persist_core.cuh (the sizes and op kinds, the grid
 // barrier, mbarriers and bulk copies, the diagnostics, the ring's bookkeeping) and
-// kernels/persist_streamed_attention.cuh (the decoding attention as a phase, opt-in).
+// kernels/persist_streamed_attention.cuh (the decoding attention as a phase).
 
 // ---- a dense op, read from its table row (the arguments of gemv_fwd / gemv_swiglu_fwd /
 // gemv_rope_fwd / gemv_conv_fwd, in their entries' order)
@@ -416,64 +417,10 @@ __device__ void persist_produce_pool(const PersistDense<T>& op, int k, PersistSt
     }
 }
 
-// The producer's run-ahead into L2 (PERSIST_L2_AHEAD bytes a block; 0, the default: off; an
-// experiment). The ring holds ~100 KB of a block's stream (~9 us at an H100's 3 TB/s over 264
-// blocks); where a phase boundary (the last stage's arithmetic, the epilogue, the grid barrier,
-// the next input row) keeps the consumers longer than that, the producer waits for room and DRAM
-// idles. With the run-ahead, before it claims room for a stage the producer asks L2 for the block's
-// weight rows up to PERSIST_L2_AHEAD bytes past that stage's end (cp.async.bulk.prefetch.L2: no
-// register or shared memory held until they land), so DRAM keeps streaming through the boundary
-// and the stages after it are copied into the ring from L2. A cursor of its own walks the launch's
-// dense ops in the producer's order: the block's share of each op, a stage at a time (the folded
-// rows, the pool and the streamed attention's keys are not asked for ahead).
-#ifndef PERSIST_L2_AHEAD
-#define PERSIST_L2_AHEAD 0
-#endif
-__device__ __forceinline__ void prefetch_l2_bulk(const void* src, unsigned bytes) {
-    asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(src), "r"(bytes) : "memory");
-}
-template <typename T>
-struct PersistAhead {
-    int k;        // the op the cursor is in
-    int s, u1;    // its next stage's first unit (-1: the op not started) and the block's last
-    u64 fetched;  // the bytes asked for (the dense ops' own stages, as the producer counts them)
-
-    // Asks for stages (the whole producer warp, each lane a row) until `target` bytes are asked for.
-    __device__ void to(u64 target, const u64* ops, int n_ops) {
-        const int lane = threadIdx.x & 31;
-        while (fetched < target && k < n_ops) {
-            const u64* d = ops + (long)k * PERSIST_OP_WORDS;
-            const int kind = (int)d[0];
-            if (!PersistDense<T>::is_dense(kind)) {
-                ++k;
-                continue;
-            }
-            const PersistDense<T> op(kind, d + 4);
-            int u0, end, per;
-            op.share(u0, end, per);
-            if (s < 0) s = u0, u1 = end;
-            if (s >= u1) {
-                ++k, s = -1;
-                continue;
-            }
-            const int units = min(per, u1 - s), rows = units * op.nr, rs = op.row_stride();
-            if (op.vec16())
-                for (int r = lane; r < rows; r += 32)
-                    prefetch_l2_bulk(op.w + op.row(s + r / op.nr, r % op.nr), (unsigned)rs);
-            fetched += (u64)rows * rs;
-            s += units;
-        }
-    }
-};
-
 template <typename T, bool STREAMED>
 __device__ void persist_produce(const u64* ops, int n_ops, unsigned char* ring, unsigned ring_bytes, PersistRing& rb) {
     const int lane = threadIdx.x & 31;
     PersistStream q{0, 0, 0, 0};
-#if PERSIST_L2_AHEAD > 0
-    PersistAhead<T> ahead{0, -1, 0, 0};
-    u64 copied = 0;  // the bytes of the dense ops' own stages issued
-#endif
     for (int k = 0; k < n_ops; ++k) {
         const u64* d = ops + (long)k * PERSIST_OP_WORDS;
         const int kind = (int)d[0];
@@ -491,10 +438,6 @@ __device__ void persist_produce(const u64* ops, int n_ops, unsigned char* ring, 
         op.share(u0, u1, per);
         for (int s0 = u0; s0 < u1; s0 += per) {
             if (s0 == u0 && lane == 0) PERSIST_TL_MARK(k, 0);  // the producer reaches the op
-#if PERSIST_L2_AHEAD > 0
-            copied += (u64)min(per, u1 - s0) * op.nr * op.row_stride();
-            ahead.to(copied + PERSIST_L2_AHEAD, ops, n_ops);
-#endif
             persist_issue_units(op, s0, min(per, u1 - s0), 0, q, ring, ring_bytes, rb);
         }
         // The folded op's rows of W^T for the block's inputs, in stages after the op's own (x_proj's
@@ -1116,8 +1059,12 @@ __device__ bool persist_scan_wide(const u64* d, int k, float* xd, int xd_bytes) 
 #undef PTR
 #undef INT
 
+#ifndef PERSIST_RING_ALIGN  // bytes (a power of two, at least 16; the host leaves the ring room for it)
+#define PERSIST_RING_ALIGN 128
+#endif
 // Dynamic shared memory: xs [xs_bytes] (the input row), ys [ys_floats] (a block's sums of one op),
-// the ring [ring_bytes], then the table [n_ops][PERSIST_OP_WORDS]; every part 16-byte aligned.
+// the ring [ring_bytes], then the table [n_ops][PERSIST_OP_WORDS]; every part 16-byte aligned, the
+// ring's bytes in use PERSIST_RING_ALIGN-aligned.
 template <typename T, bool ATTENTION, bool STREAMED>
 __device__ void decode_persistent(const u64* ops, int n_ops, u64* count, u64 base, int poll_ns, int xs_bytes,
                                   int ys_floats, int ring_bytes, u64* claims, u64 epoch) {
@@ -1127,6 +1074,17 @@ __device__ void decode_persistent(const u64* ops, int n_ops, u64* count, u64 bas
     T* xs = reinterpret_cast<T*>(persist_smem);
     float* ys = reinterpret_cast<float*>(persist_smem + xs_bytes);
     unsigned char* ring = persist_smem + xs_bytes + 4 * ys_floats;
+    {
+        // The ring's first byte on a PERSIST_RING_ALIGN-byte boundary of the shared window (its
+        // end where it was): the dynamic part starts after the entry's static shared memory, which
+        // differs between entries. Measured on an H100 (docs/gpu.md, session 9): with the ring at
+        // 64 bytes past a 128-byte boundary (the streamed entries') the step took 1.455 ms, at
+        // 128 bytes 1.314; at 48 bytes past (the own-kernel entries') 1.348, at 128 bytes 1.333.
+        const unsigned mis = persist_smem_addr(ring) % PERSIST_RING_ALIGN;
+        const int pad = mis ? PERSIST_RING_ALIGN - (int)mis : 0;
+        ring += pad;
+        ring_bytes -= pad;
+    }
     // The launch's table, copied once: every op's row is then read from shared memory, not with a
     // round trip to L2 at the start of each op (on the critical path between two barriers).
     u64* table = reinterpret_cast<u64*>(ring + ring_bytes);

@@ -30,7 +30,7 @@
 #define PERSIST_SCAN_STEP 6
 #define PERSIST_ATTENTION 7
 #define PERSIST_POSITIONS 8
-#define PERSIST_STREAMED_ATTENTION 9  // the decoding attention through the ring (opt-in; see below)
+#define PERSIST_STREAMED_ATTENTION 9  // the decoding attention through the ring (the default; see below)
 #define PERSIST_GEMV_HEADS 10  // the streamed attention's out_proj split by heads, merging its partials (opt-in)
 // PERSIST_GEMV_HEADS is compiled in where PERSIST_HEADS is 1: the module the host loads for it
 // (src/compile.rs: DECODE_PERSISTENT_HEADS), so the other entries keep their registers.

@@ -1,12 +1,13 @@
 // The decoding attention as a phase of the persistent decoding kernel (kernels/decode_persistent.cu;
 // its shared parts: kernels/persist_core.cuh), its keys and values streamed through the
-// shared-memory ring like weights (kind PERSIST_STREAMED_ATTENTION; opt-in,
-// SAMBA_PERSIST_ATTENTION=stream, src/model/persistent.rs). Its first version was correct on the
-// H200 but its phase took ~19 us at 1K context, slower than the kernel of its own; the second
-// (key p, the scores and the merge reworked; STREAM_ATT_WARP=0 now) was correct on an H100 and
-// faster than the kernel there, its phase still ~18 us; the warp path (below, the default) was
-// correct on two other H100s, the phase as long, the step slower there than with the kernel of
-// its own: docs/gpu.md)
+// shared-memory ring like weights (kind PERSIST_STREAMED_ATTENTION; the default,
+// SAMBA_PERSIST_ATTENTION=own runs the attention as a kernel of its own: src/model/persistent.rs).
+// Its first version was correct on the H200 but its phase took ~19 us at 1K context, slower than
+// the kernel of its own; the second (key p, the scores and the merge reworked; STREAM_ATT_WARP=0
+// now) was correct on an H100 and faster than the kernel there, its phase still ~18 us; the warp
+// path (below, the default) was correct on two other H100s, the phase as long, the step slower
+// there than with the kernel of its own, until the ring was aligned (its streamed entries' dense
+// phases had run ~2 us longer each): then the fastest (docs/gpu.md, session 9)
 //
 // The decoding attention as a kernel of its own costs the step a launch boundary per attention
 // layer (~22 us each on Samba-1.3B: the kernel, the persistent kernel's tail and relaunch). As a

@@ -205,10 +205,10 @@ fn decode_case<T: Elem>(
             "{name}: layers with x_proj folded"
         );
     }
-    // SAMBA_PERSIST_ATTENTION=stream: every attention layer runs as a phase of the persistent step
-    // (stream-heads: and its out_proj, split by heads, merges it)
+    // By default every attention layer runs as a phase of the persistent step (stream-heads: and
+    // its out_proj, split by heads, merges it; own or 1: none does)
     let place = std::env::var("SAMBA_PERSIST_ATTENTION").unwrap_or_default();
-    if acts.persistent_active() && (place == "stream" || place == "stream-heads") {
+    if acts.persistent_active() && place != "own" && place != "1" {
         let attention = (0..config.n_layer)
             .flat_map(|i| config.layout.sublayers(i))
             .filter(|s| matches!(s, Sublayer::WindowAttention | Sublayer::FullAttention))

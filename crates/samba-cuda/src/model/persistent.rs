@@ -4,10 +4,10 @@
 //! dense layer's weights into a ring of shared memory with bulk copies, as far ahead as the ring
 //! has room, across the barriers (weights do not depend on the token); four consumer warps wait
 //! at the barriers and compute. So the DRAM keeps streaming while the phases' dependent work (the
-//! barrier, the input row, the epilogue) runs. The decoding attention runs as its own kernel
-//! between two persistent launches, so Samba-1.3B's step is 10 persistent launches and 9
-//! attention kernels instead of 102 kernels (SAMBA_PERSIST_ATTENTION=stream makes it a phase too:
-//! streamed_attention.rs).
+//! barrier, the input row, the epilogue) runs. The decoding attention runs as a phase too, its
+//! keys streamed through the ring (streamed_attention.rs), so Samba-1.3B's step is two persistent
+//! launches instead of 102 kernels (SAMBA_PERSIST_ATTENTION=own runs each attention as a kernel of
+//! its own between two persistent launches instead: 10 launches and 9 attention kernels).
 //!
 //! The table of phases is recorded, not written by hand: the fused step (fused.rs) runs once with
 //! the device recording its launches (ops/pdl.rs) inside a stream capture, so nothing runs. Every
@@ -174,6 +174,9 @@ impl DenseShape {
     }
 }
 
+/// The ring's alignment in the shared window (kernels/decode_persistent.cu: PERSIST_RING_ALIGN).
+const RING_ALIGN: usize = 128;
+
 /// The kernel's dynamic shared memory: the input row, the sums of a block's units, the ring, and
 /// the launch's table (`launch_ops` rows at most).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -217,18 +220,26 @@ impl SharedLayout {
             .max()
             .unwrap_or(0);
         let ring_bytes = dynamic.saturating_sub(input_bytes + 4 * sums + table_bytes) / 16 * 16;
-        // (a ring smaller than a stage would never have room for it: the producer would wait)
-        if ring_bytes < stage.max(16) {
-            return Err(unsupported(format!(
-                "{dynamic} bytes of shared memory per block leave {ring_bytes} for the weights' ring, less than a stage of {stage} bytes"
-            )));
-        }
-        Ok(SharedLayout {
+        let layout = SharedLayout {
             input_bytes,
             sums,
             ring_bytes,
             table_bytes,
-        })
+        };
+        // (a ring smaller than a stage would never have room for it: the producer would wait)
+        if layout.usable_ring() < stage.max(16) {
+            return Err(unsupported(format!(
+                "{dynamic} bytes of shared memory per block leave {} for the weights' ring, less than a stage of {stage} bytes",
+                layout.usable_ring()
+            )));
+        }
+        Ok(layout)
+    }
+
+    /// The ring's bytes the kernel can use whatever the shared window's offset: it starts the ring
+    /// on a RING_ALIGN-byte boundary, up to RING_ALIGN - 16 bytes past where it was.
+    fn usable_ring(&self) -> usize {
+        self.ring_bytes.saturating_sub(RING_ALIGN - 16)
     }
 
     fn total(&self) -> usize {
@@ -261,25 +272,26 @@ fn push_op(segments: &mut Vec<Segment>, index: usize) {
     }
 }
 
-/// The op that runs as a kernel of its own between persistent launches, unless
-/// SAMBA_PERSIST_ATTENTION=1 and the persistent kernel runs one virtual block at a time (the
-/// attention's shared arrays serve one), or SAMBA_PERSIST_ATTENTION=stream (or stream-heads) and
-/// it runs as a phase with its keys streamed through the ring (streamed_attention.rs).
+/// The op that runs as a kernel of its own between persistent launches where
+/// SAMBA_PERSIST_ATTENTION=own, or where an attention launch cannot run as a streamed phase
+/// (streamed_attention.rs: `StreamedShape::of`); with SAMBA_PERSIST_ATTENTION=1 the persistent
+/// kernel runs its body as virtual blocks, one at a time (the attention's shared arrays serve one).
 const OWN_KERNEL: &str = "attention_decode_fwd";
 
 /// Where the decoding attention runs (SAMBA_PERSIST_ATTENTION).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum AttentionPlace {
-    /// A kernel of its own between two persistent launches (the default).
+    /// `own`: a kernel of its own between two persistent launches.
     OwnKernel,
     /// `1`: its kernel's body as virtual blocks (measured slower: its registers spill the dense
     /// phases).
     VirtualBlocks,
-    /// `stream`: a phase with its keys and values streamed through the ring (correct on the H200
-    /// and on an H100; faster than the kernel on one H100, slower on another: docs/gpu.md).
+    /// The default (or `stream`): a phase with its keys and values streamed through the ring.
+    /// The fastest on an H100 since the ring is 128-byte aligned (1.314 against 1.333 ms with
+    /// the attention as its own kernel: docs/gpu.md, session 9).
     Streamed,
     /// `stream-heads`: streamed, and its out_proj split by heads takes its merge
-    /// (heads_out_proj.rs).
+    /// (heads_out_proj.rs; measured slower: 1.433 ms).
     StreamedHeads,
 }
 
@@ -294,10 +306,10 @@ impl AttentionPlace {
 
     fn from_env() -> AttentionPlace {
         match std::env::var("SAMBA_PERSIST_ATTENTION").as_deref() {
+            Ok("own") => AttentionPlace::OwnKernel,
             Ok("1") => AttentionPlace::VirtualBlocks,
-            Ok("stream") => AttentionPlace::Streamed,
             Ok("stream-heads") => AttentionPlace::StreamedHeads,
-            _ => AttentionPlace::OwnKernel,
+            _ => AttentionPlace::Streamed,
         }
     }
 }
@@ -347,8 +359,9 @@ impl PersistentStep {
         state: &mut CudaDecodeState<T>,
     ) -> Result<PersistentStep> {
         let dev = model.device();
-        // The attention inside the persistent kernel (one launch per step) is opt-in: compiled in,
-        // it costs the dense phases registers (kernels/decode_persistent.cu).
+        // The attention as a streamed phase (the default), as a kernel of its own between
+        // launches, or as virtual blocks (opt-in: compiled in, its body costs the dense phases
+        // registers: kernels/decode_persistent.cu).
         let place = AttentionPlace::from_env();
         let name = entry::<T>(match place {
             AttentionPlace::OwnKernel => "decode_persistent",
@@ -555,10 +568,10 @@ impl PersistentStep {
         let layout = SharedLayout::plan(&shapes, launch_ops, size_of::<T>(), blocks, dynamic)?;
         // (the streamed attention's stages too: a ring smaller than one would never have room)
         if let Some(stage) = streamed.iter().map(|(_, r)| r.stage_bytes(elem)).max() {
-            if layout.ring_bytes < stage {
+            if layout.usable_ring() < stage {
                 return Err(unsupported(format!(
                     "the ring of {} bytes cannot hold the attention's stage of {stage} bytes",
-                    layout.ring_bytes
+                    layout.usable_ring()
                 )));
             }
         }
@@ -1048,6 +1061,12 @@ mod tests {
         assert!(err.to_string().contains("ring"), "{err}");
         // a ring that holds a unit (12,288 bytes of fc2's row) but not a stage is refused too
         let err = SharedLayout::plan(&shapes, 0, 2, 264, fixed + 13_000).expect_err("too small");
+        assert!(err.to_string().contains("stage"), "{err}");
+        // and one that holds a stage only where the kernel need not move the ring's start to a
+        // 128-byte boundary (it may move it by up to 112 bytes)
+        let l = SharedLayout::plan(&shapes, 0, 2, 264, fixed + 3 * 4608 + RING_ALIGN - 16);
+        assert_eq!(l.map(|l| l.usable_ring()).ok(), Some(3 * 4608));
+        let err = SharedLayout::plan(&shapes, 0, 2, 264, fixed + 3 * 4608 + 32).expect_err("slack");
         assert!(err.to_string().contains("stage"), "{err}");
     }
 

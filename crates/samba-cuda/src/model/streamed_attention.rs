@@ -1,11 +1,12 @@
 //! The decoding attention as a phase of the persistent step, its keys and values streamed
-//! through the ring (kernels/persist_streamed_attention.cuh: `StreamedAttention`; opt-in,
-//! SAMBA_PERSIST_ATTENTION=stream). Its first version was correct on the H200 but slower than the
-//! kernel of its own; the second (session 7) was correct on an H100 and faster there (1.339
-//! against 1.372 ms); with the warp path (session 8) it was correct on two other H100s and
-//! slower there than the kernel (1.460 against 1.350 ms: docs/gpu.md, "fc2 folded, the warp
-//! path"). With SAMBA_PERSIST_ATTENTION=stream-heads its out_proj takes its merge
-//! (heads_out_proj.rs).
+//! through the ring (kernels/persist_streamed_attention.cuh: `StreamedAttention`; the default,
+//! SAMBA_PERSIST_ATTENTION=own runs it as a kernel of its own instead). Its first version was
+//! correct on the H200 but slower than the kernel of its own; the second (session 7) was correct
+//! on an H100 and faster there (1.339 against 1.372 ms); with the warp path (session 8) it was
+//! correct on two other H100s and slower there (1.460 against 1.350 ms), which session 9 traced to
+//! the ring's place in shared memory: 64 bytes past a 128-byte boundary in the streamed entries.
+//! With the ring aligned it is the fastest (1.314 against 1.333 ms, the same H100: docs/gpu.md).
+//! With SAMBA_PERSIST_ATTENTION=stream-heads its out_proj takes its merge (heads_out_proj.rs).
 //!
 //! As a kernel of its own between two persistent launches, the decoding attention costs
 //! Samba-1.3B's step ~22 us per attention layer (the kernel, the persistent kernel's tail and its
