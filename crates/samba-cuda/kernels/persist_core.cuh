@@ -262,14 +262,31 @@ struct PersistRing {
 
 // Where the producer is in the ring: bytes issued and freed, as positions in the unbounded stream
 // of bytes, and stages.
+//
+// PERSIST_STAGE_ALIGN (an experiment; 16, the default, changes nothing): every stage takes its
+// bytes rounded up to this many, so that stages start on the boundaries the ring starts on
+// (kernels/decode_persistent.cu: PERSIST_RING_ALIGN). Most stages are whole 128-byte lines
+// already (rows of 4608 or 12288 bytes, keys and values of 256); x_proj's folded rows are 352
+// bytes, so the stages after them start off the ring's alignment until it wraps.
+#ifndef PERSIST_STAGE_ALIGN
+#define PERSIST_STAGE_ALIGN 16
+#endif
 struct PersistStream {
     u64 head, tail;
     unsigned issued, freed;
+
+    // the ring's bytes a stage of `bytes` takes
+    __device__ static unsigned room(unsigned bytes) {
+        return (bytes + PERSIST_STAGE_ALIGN - 1) & ~(unsigned)(PERSIST_STAGE_ALIGN - 1);
+    }
 
     // Waits for room for a stage of `bytes` (whole in the ring: its end is skipped if the stage
     // would wrap; every byte of it freed; a free slot), notes the stage's place in the ring for
     // the consumers, and returns its slot; the stage's bytes start at ring + head % ring_bytes.
     __device__ unsigned claim(unsigned bytes, unsigned ring_bytes, PersistRing& rb) {
+#if PERSIST_STAGE_ALIGN > 16  // (every stage is whole 16-byte vectors)
+        bytes = room(bytes);
+#endif
         const u64 off0 = head % ring_bytes;
         if (off0 + bytes > ring_bytes) head += ring_bytes - off0;
 #ifdef PERSIST_PROFILE
@@ -293,6 +310,9 @@ struct PersistStream {
         return slot;
     }
     __device__ void commit(unsigned bytes) {
+#if PERSIST_STAGE_ALIGN > 16
+        bytes = room(bytes);
+#endif
         head += bytes;
         ++issued;
     }
