@@ -267,7 +267,9 @@ struct PersistRing {
 // bytes rounded up to this many, so that stages start on the boundaries the ring starts on
 // (kernels/decode_persistent.cu: PERSIST_RING_ALIGN). Most stages are whole 128-byte lines
 // already (rows of 4608 or 12288 bytes, keys and values of 256); x_proj's folded rows are 352
-// bytes, so the stages after them start off the ring's alignment until it wraps.
+// bytes, so the stages after them start off the ring's alignment until it wraps. (The host's check
+// that the ring holds a stage does not count the rounding: a ring within 112 bytes of its largest
+// stage would wait for room forever.)
 #ifndef PERSIST_STAGE_ALIGN
 #define PERSIST_STAGE_ALIGN 16
 #endif
