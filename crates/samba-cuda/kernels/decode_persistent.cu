@@ -428,11 +428,6 @@ __device__ void persist_produce(const u64* ops, int n_ops, unsigned char* ring, 
             if (kind == PERSIST_STREAMED_ATTENTION)
                 persist_produce_streamed_attention<T>(StreamedAttention<T>{d + 4}, k, q, ring, ring_bytes, rb);
         if (!PersistDense<T>::is_dense(kind)) continue;
-#if STREAM_ATT_L2_PREFETCH
-        if constexpr (STREAMED)
-            if (k + 1 < n_ops && (int)d[PERSIST_OP_WORDS] == PERSIST_STREAMED_ATTENTION)
-                persist_prefetch_streamed_attention<T>(StreamedAttention<T>{d + PERSIST_OP_WORDS + 4});
-#endif
         const PersistDense<T> op(kind, d + 4);
         int u0, u1, per;
         op.share(u0, u1, per);

@@ -147,42 +147,9 @@ __device__ u64 persist_tl_mark[PERSIST_TL_OPS][PERSIST_TL_BLOCKS][PERSIST_TL_MAR
 #endif
 
 // Passes every barrier up to k this block has not passed yet (uniform over the consumers).
-//
-// PERSIST_BARRIER_SPLIT = S > 1 (an experiment; the host allocates PERSIST_BARRIER_LINES
-// counters, a 128-byte line each): block b arrives at counter b % S, so S counters take ~G / S
-// arrivals each instead of one taking G, and lane c < S of warp 0 waits for counter c (its count
-// after barrier j: base / G + j times its n_c blocks).
-#ifndef PERSIST_BARRIER_SPLIT
-#define PERSIST_BARRIER_SPLIT 1
-#endif
-#define PERSIST_BARRIER_LINES 32   // counters the host allocates
-#define PERSIST_BARRIER_STRIDE 16  // u64 from one counter to the next (128 bytes)
+// (S counters on their own lines, block b arriving at b % S, measured no faster:
+// PERSIST_BARRIER_SPLIT, sessions 7-8, docs/gpu.md.)
 __device__ __forceinline__ void persist_pass(int k) {
-#if PERSIST_BARRIER_SPLIT > 1
-    static_assert(PERSIST_BARRIER_SPLIT <= 32 && PERSIST_BARRIER_SPLIT <= PERSIST_BARRIER_LINES, "one lane per counter");
-    while (persist_sync.passed < k) {
-        const int j = persist_sync.passed + 1;
-        persist_consumers_sync();
-        if (threadIdx.x < 32) {
-            const unsigned lane = threadIdx.x, S = PERSIST_BARRIER_SPLIT, G = gridDim.x;
-            if (lane == 0) {
-                PERSIST_TL(persist_tl_arrive, j);
-                asm volatile("red.release.gpu.global.add.u64 [%0], 1;" ::"l"(persist_sync.count + PERSIST_BARRIER_STRIDE * (blockIdx.x % S))
-                             : "memory");
-            }
-            const u64 n_c = lane < S ? (G - lane + S - 1) / S : 0;
-            const u64 target = (persist_sync.base / G + (u64)j) * n_c;
-            while (!__all_sync(0xffffffffu, lane >= S || persist_ld_acquire(persist_sync.count + PERSIST_BARRIER_STRIDE * lane) >= target)) {
-                if (persist_sync.poll_ns > 0) __nanosleep(persist_sync.poll_ns);
-            }
-            if (lane == 0) {
-                PERSIST_TL(persist_tl_pass, j);
-                persist_sync.passed = j;
-            }
-        }
-        persist_consumers_sync();
-    }
-#else
     while (persist_sync.passed < k) {
         const int j = persist_sync.passed + 1;
         persist_consumers_sync();
@@ -201,7 +168,6 @@ __device__ __forceinline__ void persist_pass(int k) {
         }
         persist_consumers_sync();
     }
-#endif
 }
 
 // Profiling (compile with SAMBA_NVRTC_DEFINES=PERSIST_PROFILE): thread 0 of the consumers and

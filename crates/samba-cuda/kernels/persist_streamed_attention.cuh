@@ -128,26 +128,6 @@ __device__ void persist_produce_streamed_attention(const StreamedAttention<T>& a
     }
 }
 
-// STREAM_ATT_L2_PREFETCH (an experiment, off): the producer requests the block's cached keys and
-// values into L2 before it issues the op before the attention (qkv's rows), so they come from
-// DRAM while that phase streams its weights, and the attention's bulk copies into the ring are L2
-// hits instead of queueing behind qkv's rows (what the timeline's "first stage landed" mark
-// measures).
-#ifndef STREAM_ATT_L2_PREFETCH
-#define STREAM_ATT_L2_PREFETCH 0
-#endif
-template <typename T>
-__device__ void persist_prefetch_streamed_attention(const StreamedAttention<T>& at) {
-    int g, j0, j1;
-    bool own;
-    if (!at.share(stream_att_pos, g, j0, j1, own)) return;
-    const unsigned rbytes = (unsigned)at.row_bytes();
-    for (int r = threadIdx.x & 31; r < 2 * (j1 - j0); r += 32) {
-        const T* src = (r < j1 - j0 ? at.k_cache() : at.v_cache()) + at.slot(j0 + r % (j1 - j0), g);
-        asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(src), "r"(rbytes) : "memory");
-    }
-}
-
 #define STREAM_ATT_MERGE_LOADS 16  // ranges whose values the merge loads at once
 // This token's key and value (qkv's row of kv group g: grp = [q heads | k | v]) into KV cache
 // row sl (StreamedAttention::slot), by every consumer thread.
@@ -193,22 +173,6 @@ __device__ void stream_att_merge_head(const float* src, int B, int hd, float* w,
         }
         st(o + d, a * inv_l);
     }
-}
-#ifndef STREAM_ATT_ACQ_REL  // the group's count as an acq_rel atomic instead of two fences (experiment)
-#define STREAM_ATT_ACQ_REL 0
-#endif
-// Adds one to a kv group's count of blocks done and returns the count before. With
-// STREAM_ATT_ACQ_REL the add itself releases the block's partials (ordered before thread 0's add
-// by the consumers' barrier) and acquires the other blocks' (the last block reads them); else
-// the caller's fences do.
-__device__ __forceinline__ unsigned stream_att_count(unsigned* done) {
-#if STREAM_ATT_ACQ_REL
-    unsigned before;
-    asm volatile("atom.acq_rel.gpu.global.add.u32 %0, [%1], 1;" : "=r"(before) : "l"(done) : "memory");
-    return before;
-#else
-    return atomicAdd(done, 1u);
-#endif
 }
 // The consumers' part of the streamed attention: the online softmax over nk keys (K, V: rows of hd
 // elements, bf16 or f32, in the ring or staged from qkv), every query head of the group; ends
@@ -449,18 +413,14 @@ __device__ void persist_streamed_attention(const StreamedAttention<T>& at, int k
         return;
     }
     __shared__ int stream_att_last;
-#if !STREAM_ATT_ACQ_REL
     __threadfence();  // (the partials, before the count)
-#endif
     persist_consumers_sync();
     if (threadIdx.x == 0) PERSIST_TL_MARK(k, 7);  // the partials written (and fenced)
-    if (threadIdx.x == 0) stream_att_last = stream_att_count(at.done() + g) == (unsigned)(B - 1);
+    if (threadIdx.x == 0) stream_att_last = atomicAdd(at.done() + g, 1u) == (unsigned)(B - 1);
     persist_consumers_sync();
     if (threadIdx.x == 0) PERSIST_TL_MARK(k, 5);  // the partials written and counted
     if (!stream_att_last) return;
-#if !STREAM_ATT_ACQ_REL
     __threadfence();  // (the other blocks' partials, after the count)
-#endif
     // the group's last block: merge each head's B ranges, store the output and this token's k, v
     for (int i = 0; i < qpg; ++i) {
         stream_att_merge_head(part + (long)(g * qpg + i) * B * (hd + 2), B, hd, w, ls, scratch,

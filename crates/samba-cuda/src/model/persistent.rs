@@ -579,7 +579,7 @@ impl PersistentStep {
             function,
             table: dev.upload(&table)?,
             segments,
-            counter: dev.zeros::<u64>(BARRIER_STRIDE * BARRIER_LINES)?,
+            counter: dev.zeros::<u64>(BARRIER_LINE)?,
             claims: dev.zeros::<u64>(n_ops)?,
             steps: 0,
             barriers: 0,
@@ -771,11 +771,8 @@ fn size_grid(
 /// Nanoseconds a block pauses between two reads of the barrier counter. On the H200, 0, 50, 200
 /// and 1000 gave the same step time (docs/gpu.md, "A persistent decoding kernel").
 const POLL_NS: i32 = 100;
-/// The grid barrier's counters, a 128-byte line (BARRIER_STRIDE u64) each (kernels/persist_core.cuh:
-/// PERSIST_BARRIER_LINES, PERSIST_BARRIER_STRIDE): one unless the kernel is compiled with
-/// PERSIST_BARRIER_SPLIT.
-const BARRIER_LINES: usize = 32;
-const BARRIER_STRIDE: usize = 16;
+/// The grid barrier's counter, on a 128-byte line of its own (u64s).
+const BARRIER_LINE: usize = 16;
 /// The consumer warps of a block (kernels/persist_core.cuh: PERSIST_CONSUMER_WARPS): the dynamic
 /// pool's chunks and the streamed attention's warp path are per warp.
 pub(crate) const CONSUMER_WARPS: usize = 4;
@@ -1158,8 +1155,7 @@ mod tests {
         assert_eq!(define("PERSIST_CONSUMERS") as u32 % VBLOCK, 0);
         assert_eq!(define("PERSIST_CONSUMERS") as usize / 32, CONSUMER_WARPS);
         assert_eq!(define("PERSIST_VBLOCK") as u32, VBLOCK);
-        assert_eq!(define("PERSIST_BARRIER_LINES") as usize, BARRIER_LINES);
-        assert_eq!(define("PERSIST_BARRIER_STRIDE") as usize, BARRIER_STRIDE);
+        assert_eq!(define("PERSIST_RING_ALIGN") as usize, RING_ALIGN);
         assert!(define("PERSIST_MIN_BLOCKS") as usize <= BLOCKS_PER_SM);
     }
 }
