@@ -289,6 +289,16 @@ pub struct DecodeReport {
 }
 
 impl DecodeReport {
+    /// What the timed steps ran, and why not the persistent kernel where it was tried and refused.
+    fn step_note(&self) -> String {
+        match &self.persistent_error {
+            Some(why) if self.step != "persistent kernel" => {
+                format!("{}; the persistent kernel did not run: {why}", self.step)
+            }
+            _ => self.step.to_string(),
+        }
+    }
+
     pub fn line(&self) -> String {
         match self.ms_per_step {
             Some(ms) => format!(
@@ -305,7 +315,7 @@ impl DecodeReport {
                 self.state_bytes_per_step as f64 / 1e9,
                 self.ceilings.copy_tb_per_second(),
                 100.0 * self.fraction_of_floor.unwrap_or(0.0),
-                self.step
+                self.step_note()
             ),
             None => format!(
                 "decode  {:<10} {} ctx {:>6} batch {:>3}: skipped ({})",
@@ -561,6 +571,17 @@ mod tests {
         assert_eq!(
             r.line(),
             "decode  samba      bf16 ctx   1024 batch   1:       800 tokens/s, 1.250 ms/step (eager 1.800); floor 0.917 ms (2.66 GB weights + 0.09 GB state at 3.0 TB/s):  73.3% of it [persistent kernel]"
+        );
+        // a step that fell back from the persistent kernel says why
+        let mut graph = decode_report(h100());
+        graph.step = "graph";
+        graph.persistent_error = Some("SAMBA_PERSIST_ATTENTION=\"strem\": expected ...".into());
+        assert!(
+            graph.line().ends_with(
+                "[graph; the persistent kernel did not run: SAMBA_PERSIST_ATTENTION=\"strem\": expected ...]"
+            ),
+            "{}",
+            graph.line()
         );
         let h200 = decode_report(Ceilings::h200_reference());
         assert!(h200.line().contains("floor 0.640 ms"), "{}", h200.line());

@@ -304,12 +304,20 @@ impl AttentionPlace {
         )
     }
 
-    fn from_env() -> AttentionPlace {
-        match std::env::var("SAMBA_PERSIST_ATTENTION").as_deref() {
-            Ok("own") => AttentionPlace::OwnKernel,
-            Ok("1") => AttentionPlace::VirtualBlocks,
-            Ok("stream-heads") => AttentionPlace::StreamedHeads,
-            _ => AttentionPlace::Streamed,
+    fn from_env() -> Result<AttentionPlace> {
+        Self::parse(std::env::var("SAMBA_PERSIST_ATTENTION").ok().as_deref())
+    }
+
+    /// SAMBA_PERSIST_ATTENTION's value (unset or empty: the default).
+    fn parse(value: Option<&str>) -> Result<AttentionPlace> {
+        match value.unwrap_or("") {
+            "" | "stream" => Ok(AttentionPlace::Streamed),
+            "own" => Ok(AttentionPlace::OwnKernel),
+            "1" => Ok(AttentionPlace::VirtualBlocks),
+            "stream-heads" => Ok(AttentionPlace::StreamedHeads),
+            other => Err(unsupported(format!(
+                "SAMBA_PERSIST_ATTENTION={other:?}: expected stream (the default), own, 1 or stream-heads"
+            ))),
         }
     }
 }
@@ -362,7 +370,7 @@ impl PersistentStep {
         // The attention as a streamed phase (the default), as a kernel of its own between
         // launches, or as virtual blocks (opt-in: compiled in, its body costs the dense phases
         // registers: kernels/decode_persistent.cu).
-        let place = AttentionPlace::from_env();
+        let place = AttentionPlace::from_env()?;
         let name = entry::<T>(match place {
             AttentionPlace::OwnKernel => "decode_persistent",
             AttentionPlace::VirtualBlocks => "decode_persistent_attention",
@@ -1089,6 +1097,37 @@ mod tests {
         // the sums: [w1; w2]'s 24 units of 2 rows a block, larger than 4 warps' chunks of 1
         let l = SharedLayout::plan(&[shape(2304, 6144, 2)], 1, 2, 264, 200_000).expect("fits");
         assert_eq!(l.sums, 48);
+    }
+
+    #[test]
+    fn attention_place_is_read_from_its_variable() {
+        assert_eq!(
+            AttentionPlace::parse(None).ok(),
+            Some(AttentionPlace::Streamed)
+        );
+        assert_eq!(
+            AttentionPlace::parse(Some("")).ok(),
+            Some(AttentionPlace::Streamed)
+        );
+        assert_eq!(
+            AttentionPlace::parse(Some("stream")).ok(),
+            Some(AttentionPlace::Streamed)
+        );
+        assert_eq!(
+            AttentionPlace::parse(Some("own")).ok(),
+            Some(AttentionPlace::OwnKernel)
+        );
+        assert_eq!(
+            AttentionPlace::parse(Some("1")).ok(),
+            Some(AttentionPlace::VirtualBlocks)
+        );
+        assert_eq!(
+            AttentionPlace::parse(Some("stream-heads")).ok(),
+            Some(AttentionPlace::StreamedHeads)
+        );
+        let err = AttentionPlace::parse(Some("strem")).expect_err("a typo");
+        assert!(err.to_string().contains("\"strem\""), "{err}");
+        assert!(err.to_string().contains("own"), "{err}");
     }
 
     /// The kinds and the table's width agree with the kernel (kernels/persist_core.cuh and the
