@@ -1054,7 +1054,7 @@ __device__ bool persist_scan_wide(const u64* d, int k, float* xd, int xd_bytes) 
 #undef PTR
 #undef INT
 
-#ifndef PERSIST_RING_ALIGN  // bytes (a power of two, at least 16; the host leaves the ring room for it)
+#ifndef PERSIST_RING_ALIGN  // bytes, a power of two from 16 to 128 (the host's slack for it: RING_ALIGN)
 #define PERSIST_RING_ALIGN 128
 #endif
 // Dynamic shared memory: xs [xs_bytes] (the input row), ys [ys_floats] (a block's sums of one op),
@@ -1072,9 +1072,9 @@ __device__ void decode_persistent(const u64* ops, int n_ops, u64* count, u64 bas
     {
         // The ring's first byte on a PERSIST_RING_ALIGN-byte boundary of the shared window (its
         // end where it was): the dynamic part starts after the entry's static shared memory, which
-        // differs between entries. Measured on an H100 (docs/gpu.md, session 9): with the ring at
-        // 64 bytes past a 128-byte boundary (the streamed entries') the step took 1.455 ms, at
-        // 128 bytes 1.314; at 48 bytes past (the own-kernel entries') 1.348, at 128 bytes 1.333.
+        // differs between entries. Measured on an H100 (docs/gpu.md, session 9): with the ring 64
+        // bytes past a 128-byte boundary (the streamed entries') the step took 1.455 ms, on the
+        // boundary 1.314; 48 bytes past (the own-kernel entries') 1.348, on the boundary 1.333.
         const unsigned mis = persist_smem_addr(ring) % PERSIST_RING_ALIGN;
         const int pad = mis ? PERSIST_RING_ALIGN - (int)mis : 0;
         ring += pad;

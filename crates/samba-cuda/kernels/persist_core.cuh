@@ -229,7 +229,8 @@ struct PersistRing {
 // Where the producer is in the ring: bytes issued and freed, as positions in the unbounded stream
 // of bytes, and stages.
 //
-// PERSIST_STAGE_ALIGN (an experiment; 16, the default, changes nothing): every stage takes its
+// PERSIST_STAGE_ALIGN (an experiment, a power of two up to 128; 16, the default, changes
+// nothing): every stage takes its
 // bytes rounded up to this many, so that stages start on the boundaries the ring starts on
 // (kernels/decode_persistent.cu: PERSIST_RING_ALIGN). Most stages are whole 128-byte lines
 // already (rows of 4608 or 12288 bytes, keys and values of 256); x_proj's folded rows are 352

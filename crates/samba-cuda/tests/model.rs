@@ -208,14 +208,19 @@ fn decode_case<T: Elem>(
     // By default every attention layer runs as a phase of the persistent step (stream-heads: and
     // its out_proj, split by heads, merges it; own or 1: none does)
     let place = std::env::var("SAMBA_PERSIST_ATTENTION").unwrap_or_default();
-    if acts.persistent_active() && place != "own" && place != "1" {
+    if acts.persistent_active() {
         let attention = (0..config.n_layer)
             .flat_map(|i| config.layout.sublayers(i))
             .filter(|s| matches!(s, Sublayer::WindowAttention | Sublayer::FullAttention))
             .count();
+        let streamed = if place == "own" || place == "1" {
+            0
+        } else {
+            attention
+        };
         assert_eq!(
             acts.persistent_streamed_attention_layers(),
-            attention,
+            streamed,
             "{name}: attention layers run as streamed phases"
         );
         let heads = if place == "stream-heads" {

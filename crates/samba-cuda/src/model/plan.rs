@@ -191,7 +191,7 @@ impl<T: Elem> CudaActivations<T> {
     }
 
     /// The attention layers the last persistent step ran as streamed phases (0 without a persistent
-    /// step; SAMBA_PERSIST_ATTENTION=stream).
+    /// step; every one by default, none with SAMBA_PERSIST_ATTENTION=own or 1).
     pub fn persistent_streamed_attention_layers(&self) -> usize {
         self.persistent
             .as_ref()
