@@ -1107,6 +1107,9 @@ __device__ void decode_persistent(const u64* ops, int n_ops, u64* count, u64 bas
     if (threadIdx.x == 0) {
         PERSIST_TL(persist_tl_pass, 0);
         if (blockIdx.x == 0) tl_launch = atomicAdd(&persist_tl_launches, 1u);
+        unsigned sm;
+        asm volatile("mov.u32 %0, %%smid;" : "=r"(sm));
+        if (blockIdx.x < PERSIST_TL_BLOCKS) persist_tl_smid[blockIdx.x] = sm;
     }
 #endif
     if constexpr (STREAMED) {
@@ -1196,6 +1199,10 @@ __device__ void decode_persistent(const u64* ops, int n_ops, u64* count, u64 bas
                    "work_max %llu\n",
                    tl_launch, k, (int)ops[(long)k * PERSIST_OP_WORDS], s_max - s_min, e_min - s_min, e_max - s_min,
                    w_sum / nb, w_max);
+            double a_sum = 0.0;
+            for (int b = 0; b < nb; ++b) a_sum += (double)(*(volatile u64*)&persist_tl_arrive[k + 1][b] - s_min);
+            persist_tl_mean[0][k] = w_sum / nb;
+            persist_tl_mean[1][k] = a_sum / nb + (double)s_min;
             // the op's marks: those within 1 ms of the block's pass (set this launch)
             for (int i = 0; i < PERSIST_TL_MARKS; ++i) {
                 double sum = 0.0, most = -1e9;
@@ -1209,6 +1216,21 @@ __device__ void decode_persistent(const u64* ops, int n_ops, u64* count, u64 bas
                     printf("PERSIST_TLM launch %u op %d mark %d blocks %d mean %.0f max %.0f\n", tl_launch, k, i, count,
                            sum / count, most);
             }
+        }
+        // per block, over the launch's dense ops: its work and its arrival against the ops' means
+        for (int b = 0; b < nb; ++b) {
+            double w = 0.0, a = 0.0;
+            int n = 0;
+            for (int k = 0; k + 1 < n_ops && k + 1 < PERSIST_TL_OPS; ++k) {
+                if (!PersistDense<T>::is_dense((int)ops[(long)k * PERSIST_OP_WORDS])) continue;
+                const u64 st = *(volatile u64*)&persist_tl_pass[k][b], en = *(volatile u64*)&persist_tl_arrive[k + 1][b];
+                w += (double)(en - st) - persist_tl_mean[0][k];
+                a += (double)en - persist_tl_mean[1][k];
+                ++n;
+            }
+            if (n > 0)
+                printf("PERSIST_TLB launch %u block %d sm %u ops %d work_excess %.0f arrive_late %.0f\n", tl_launch, b,
+                       persist_tl_smid[b], n, w / n, a / n);
         }
     }
 #endif

@@ -118,7 +118,9 @@ __shared__ PersistSync persist_sync;
 // Timeline (compile with SAMBA_NVRTC_DEFINES=PERSIST_TIMELINE; diagnostics only): thread 0 of
 // every block records the global time at which it arrives at and passes each barrier of a
 // launch; at the end of launches [PERSIST_TIMELINE_FIRST, + 10) block 0 prints, per op, when the
-// blocks started and finished it (the spread between the first and the last, the mean work).
+// blocks started and finished it (the spread between the first and the last, the mean work), then
+// per block its SM and how much longer than the mean its dense ops took (whether the blocks that
+// finish a phase last are the same ones every phase: the SMs' own speeds, or chance).
 #ifdef PERSIST_TIMELINE
 #define PERSIST_TL_OPS 128
 #define PERSIST_TL_BLOCKS 1024
@@ -127,6 +129,10 @@ __shared__ PersistSync persist_sync;
 #endif
 __device__ u64 persist_tl_arrive[PERSIST_TL_OPS][PERSIST_TL_BLOCKS];
 __device__ u64 persist_tl_pass[PERSIST_TL_OPS][PERSIST_TL_BLOCKS];
+// Per block, its SM; per op, the blocks' mean work (pass to arrival) and mean arrival (ns after
+// the first pass): for the per-block lines (PERSIST_TLB) block 0 prints after the ops'.
+__device__ unsigned persist_tl_smid[PERSIST_TL_BLOCKS];
+__device__ double persist_tl_mean[2][PERSIST_TL_OPS];
 __device__ unsigned persist_tl_launches;
 __device__ __forceinline__ u64 persist_now() {
     u64 t;
