@@ -124,7 +124,8 @@ __shared__ PersistSync persist_sync;
 // phases together. With the define, each launch every block measures the time its dense ops
 // took (from passing their barrier to storing their units, PersistShares::dense_ns); after the
 // launch's last barrier it reads every block's time and moves its own weight toward the mean
-// time, w <- w (1 + ALPHA (mean - t) / mean), the step clamped to +-10%. The next launch reads
+// time, w <- w (1 + ALPHA (mean - t) / mean), the step clamped to +-10% (w as this launch used
+// it, normalised and clamped, so the weights stay bounded). The next launch reads
 // every weight, clamps w / mean(w) to [0.8, 1.25], quantises each to an integer q_b (2^16 for the
 // mean) and takes block b's units as [n Q_b / Q_G, n Q_{b+1} / Q_G), Q the exclusive prefix sums
 // of q: integer sums (Q_b / Q_G then kept in 0.32 fixed point, rounded down), so every block
@@ -141,8 +142,8 @@ __device__ float persist_speed_t[PERSIST_SPEED_BLOCKS];
 __device__ unsigned persist_speed_launch;
 struct PersistShares {
     unsigned cum[PERSIST_SPEED_BLOCKS];  // Q_b / Q_G (0.32 fixed point)
-    unsigned parity;                          // the weights' buffer this launch reads
-    float w_own;                              // this block's weight as read
+    unsigned parity;                      // the weights' buffer this launch reads
+    float w_own;                          // this block's weight as used (w / mean, clamped)
     u64 t_pass, dense_ns;
 };
 __shared__ PersistShares persist_shares;
@@ -168,11 +169,11 @@ __device__ void persist_shares_begin() {
         const float mean = warp_sum(s) / (float)G;
         unsigned q = 0;
         for (int b = b0; b < b1; ++b) {
-            const float wb = w[b] > 0.0f ? w[b] : 1.0f;
-            const unsigned qb = __float2uint_rn(fminf(fmaxf(wb / mean, 0.8f), 1.25f) * 65536.0f);
+            const float wb = fminf(fmaxf((w[b] > 0.0f ? w[b] : 1.0f) / mean, 0.8f), 1.25f);
+            const unsigned qb = __float2uint_rn(wb * 65536.0f);
             persist_shares.cum[b] = qb;  // (for now each block's own q)
             q += qb;
-            if (b == (int)blockIdx.x) persist_shares.w_own = wb;
+            if (b == (int)blockIdx.x) persist_shares.w_own = wb;  // (the next weight starts here: bounded)
         }
         unsigned incl = q;
         for (int o = 1; o < 32; o <<= 1) {
