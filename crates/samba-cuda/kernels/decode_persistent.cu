@@ -1215,10 +1215,7 @@ __device__ void decode_persistent(const u64* ops, int n_ops, u64* count, u64 bas
                    "work_max %llu\n",
                    tl_launch, k, (int)ops[(long)k * PERSIST_OP_WORDS], s_max - s_min, e_min - s_min, e_max - s_min,
                    w_sum / nb, w_max);
-            double a_sum = 0.0;
-            for (int b = 0; b < nb; ++b) a_sum += (double)(*(volatile u64*)&persist_tl_arrive[k + 1][b] - s_min);
-            persist_tl_mean[0][k] = w_sum / nb;
-            persist_tl_mean[1][k] = a_sum / nb + (double)s_min;
+            persist_tl_mean_work[k] = w_sum / nb;
             // the op's marks: those within 1 ms of the block's pass (set this launch)
             for (int i = 0; i < PERSIST_TL_MARKS; ++i) {
                 double sum = 0.0, most = -1e9;
@@ -1233,20 +1230,19 @@ __device__ void decode_persistent(const u64* ops, int n_ops, u64* count, u64 bas
                            sum / count, most);
             }
         }
-        // per block, over the launch's dense ops: its work and its arrival against the ops' means
+        // per block, over the launch's dense ops: its work against the ops' means
         for (int b = 0; b < nb; ++b) {
-            double w = 0.0, a = 0.0;
+            double w = 0.0;
             int n = 0;
             for (int k = 0; k + 1 < n_ops && k + 1 < PERSIST_TL_OPS; ++k) {
                 if (!PersistDense<T>::is_dense((int)ops[(long)k * PERSIST_OP_WORDS])) continue;
                 const u64 st = *(volatile u64*)&persist_tl_pass[k][b], en = *(volatile u64*)&persist_tl_arrive[k + 1][b];
-                w += (double)(en - st) - persist_tl_mean[0][k];
-                a += (double)en - persist_tl_mean[1][k];
+                w += (double)(en - st) - persist_tl_mean_work[k];
                 ++n;
             }
             if (n > 0)
-                printf("PERSIST_TLB launch %u block %d sm %u ops %d work_excess %.0f arrive_late %.0f\n", tl_launch, b,
-                       persist_tl_smid[b], n, w / n, a / n);
+                printf("PERSIST_TLB launch %u block %d sm %u ops %d work_excess %.0f\n", tl_launch, b, persist_tl_smid[b],
+                       n, w / n);
         }
     }
 #endif

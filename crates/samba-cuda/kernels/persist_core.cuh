@@ -115,6 +115,13 @@ struct PersistSync {
 };
 __shared__ PersistSync persist_sync;
 
+// The global timer (ns; the timeline's and the shares by speed's clock).
+__device__ __forceinline__ u64 persist_now() {
+    u64 t;
+    asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+    return t;
+}
+
 // ---- shares by speed (PERSIST_SPEED_SHARES, an experiment, off; the host's switch
 // SAMBA_PERSIST_SPEED_SHARES=1 sizes the sums for the largest share)
 //
@@ -147,11 +154,6 @@ struct PersistShares {
     u64 t_pass, dense_ns;
 };
 __shared__ PersistShares persist_shares;
-__device__ __forceinline__ u64 persist_speed_now() {
-    u64 t;
-    asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
-    return t;
-}
 // Every thread of the block, before the producer and the consumers part: this launch's bounds.
 __device__ void persist_shares_begin() {
     const int G = (int)gridDim.x;
@@ -196,7 +198,7 @@ __device__ __forceinline__ int persist_shares_first(int b, int n) {
 }
 // Thread 0, after a dense op's units are stored.
 __device__ __forceinline__ void persist_shares_dense_done() {
-    if (threadIdx.x == 0) persist_shares.dense_ns += persist_speed_now() - persist_shares.t_pass;
+    if (threadIdx.x == 0) persist_shares.dense_ns += persist_now() - persist_shares.t_pass;
 }
 // Thread 0, before the launch's last barrier: this block's time.
 __device__ __forceinline__ void persist_shares_publish() {
@@ -232,16 +234,11 @@ __device__ __noinline__ void persist_shares_update() {
 #endif
 __device__ u64 persist_tl_arrive[PERSIST_TL_OPS][PERSIST_TL_BLOCKS];
 __device__ u64 persist_tl_pass[PERSIST_TL_OPS][PERSIST_TL_BLOCKS];
-// Per block, its SM; per op, the blocks' mean work (pass to arrival) and mean arrival (ns after
-// the first pass): for the per-block lines (PERSIST_TLB) block 0 prints after the ops'.
+// Per block, its SM; per op, the blocks' mean work (pass to arrival): for the per-block lines
+// (PERSIST_TLB) block 0 prints after the ops'.
 __device__ unsigned persist_tl_smid[PERSIST_TL_BLOCKS];
-__device__ double persist_tl_mean[2][PERSIST_TL_OPS];
+__device__ double persist_tl_mean_work[PERSIST_TL_OPS];
 __device__ unsigned persist_tl_launches;
-__device__ __forceinline__ u64 persist_now() {
-    u64 t;
-    asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
-    return t;
-}
 #define PERSIST_TL(array, j) \
     if ((j) < PERSIST_TL_OPS && blockIdx.x < PERSIST_TL_BLOCKS) array[j][blockIdx.x] = persist_now()
 // Marks inside op k (PERSIST_TL_MARK(k, i), by one thread): block 0 prints, per mark, its mean
@@ -274,7 +271,7 @@ __device__ __forceinline__ void persist_pass(int k) {
             }
             PERSIST_TL(persist_tl_pass, j);
 #if PERSIST_SPEED_SHARES
-            persist_shares.t_pass = persist_speed_now();
+            persist_shares.t_pass = persist_now();
 #endif
             persist_sync.passed = j;
         }
@@ -342,13 +339,12 @@ struct PersistRing {
 // of bytes, and stages.
 //
 // PERSIST_STAGE_ALIGN (an experiment, a power of two up to 128; 16, the default, changes
-// nothing): every stage takes its
-// bytes rounded up to this many, so that stages start on the boundaries the ring starts on
-// (kernels/decode_persistent.cu: PERSIST_RING_ALIGN). Most stages are whole 128-byte lines
-// already (rows of 4608 or 12288 bytes, keys and values of 256); x_proj's folded rows are 352
-// bytes, so the stages after them start off the ring's alignment until it wraps. (The host's check
-// that the ring holds a stage does not count the rounding: a ring within 112 bytes of its largest
-// stage would wait for room forever.)
+// nothing): every stage takes its bytes rounded up to this many, so that stages start on the
+// boundaries the ring starts on (kernels/decode_persistent.cu: PERSIST_RING_ALIGN). Most stages
+// are whole 128-byte lines already (rows of 4608 or 12288 bytes, keys and values of 256); x_proj's
+// folded rows are 352 bytes, so the stages after them start off the ring's alignment until it
+// wraps. (The host's check that the ring holds a stage does not count the rounding: a ring within
+// 112 bytes of its largest stage would wait for room forever.)
 #ifndef PERSIST_STAGE_ALIGN
 #define PERSIST_STAGE_ALIGN 16
 #endif

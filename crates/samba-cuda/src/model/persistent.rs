@@ -1114,30 +1114,16 @@ mod tests {
 
     #[test]
     fn attention_place_is_read_from_its_variable() {
-        assert_eq!(
-            AttentionPlace::parse(None).ok(),
-            Some(AttentionPlace::Streamed)
-        );
-        assert_eq!(
-            AttentionPlace::parse(Some("")).ok(),
-            Some(AttentionPlace::Streamed)
-        );
-        assert_eq!(
-            AttentionPlace::parse(Some("stream")).ok(),
-            Some(AttentionPlace::Streamed)
-        );
-        assert_eq!(
-            AttentionPlace::parse(Some("own")).ok(),
-            Some(AttentionPlace::OwnKernel)
-        );
-        assert_eq!(
-            AttentionPlace::parse(Some("1")).ok(),
-            Some(AttentionPlace::VirtualBlocks)
-        );
-        assert_eq!(
-            AttentionPlace::parse(Some("stream-heads")).ok(),
-            Some(AttentionPlace::StreamedHeads)
-        );
+        for (value, place) in [
+            (None, AttentionPlace::Streamed),
+            (Some(""), AttentionPlace::Streamed),
+            (Some("stream"), AttentionPlace::Streamed),
+            (Some("own"), AttentionPlace::OwnKernel),
+            (Some("1"), AttentionPlace::VirtualBlocks),
+            (Some("stream-heads"), AttentionPlace::StreamedHeads),
+        ] {
+            assert_eq!(AttentionPlace::parse(value).ok(), Some(place), "{value:?}");
+        }
         let err = AttentionPlace::parse(Some("strem")).expect_err("a typo");
         assert!(err.to_string().contains("\"strem\""), "{err}");
         assert!(err.to_string().contains("own"), "{err}");
