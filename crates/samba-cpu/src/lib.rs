@@ -13,4 +13,4 @@ pub mod ops;
 pub mod testing;
 
 pub use error::CpuError;
-pub use model::{Activations, BatchShape, CpuModel, DecodeState};
+pub use model::{ActivationStorage, Activations, BatchShape, CpuModel, DecodeState};

@@ -76,11 +76,14 @@ pub fn attention_sublayer_fwd(
 ) {
     let (qkv_proj, out_proj) = projections(ctx);
     let dims = qkv_dims(ctx);
+    let storage = ctx.storage;
     linear_fwd(&mut a.qkv, xn, ctx.tensor(p.qkv), qkv_proj);
+    storage.store(&mut a.qkv);
     match cache {
         None => {
             if let Some(table) = ctx.rope {
                 rope_fwd(&mut a.qkv, table, dims);
+                storage.store(&mut a.qkv);
             }
             attention_fwd(&mut a.att, &mut a.lse, &a.qkv, dims, window);
         }
@@ -96,11 +99,14 @@ pub fn attention_sublayer_fwd(
                     if let Some(base) = c.rope_base {
                         let table = RopeTable::new(base, c.head_dim, position, dims.seq);
                         rope_fwd(qkv, &table, one);
+                        // Before the keys and values go into the cache.
+                        storage.store(qkv);
                     }
                     attention_cached_fwd(att, qkv, cache, one, window);
                 });
         }
     }
+    storage.store(&mut a.att);
     linear_fwd(out, &a.att, ctx.tensor(p.proj), out_proj);
 }
 

@@ -143,6 +143,8 @@ pub fn mamba_fwd(
     };
 
     linear_fwd(&mut a.xz, xn, ctx.tensor(p.in_proj), w.linear(w.d, 2 * w.e));
+    // Rounding x_in here also rounds the conv state, which holds x_in values.
+    ctx.storage.store(&mut a.xz);
     split_columns(&a.xz, &mut [&mut a.x_in, &mut a.z], &[w.e, w.e]);
     // The states before the chunk are copied, since the kernels write the states after it.
     let (conv_state, ssm_state) = match state {
@@ -159,12 +161,14 @@ pub fn mamba_fwd(
         conv_before.as_deref(),
         conv_state,
     );
+    ctx.storage.store(&mut a.u);
     linear_fwd(
         &mut a.x_dbl,
         &a.u,
         ctx.tensor(p.x_proj),
         w.linear(w.e, w.r + 2 * w.n),
     );
+    ctx.storage.store(&mut a.x_dbl);
     split_columns(
         &a.x_dbl,
         &mut [&mut a.dt_low, &mut a.b, &mut a.c],
@@ -176,6 +180,7 @@ pub fn mamba_fwd(
         ctx.tensor(p.dt_proj_w),
         w.linear(w.r, w.e),
     );
+    ctx.storage.store(&mut a.delta);
     let mut y = std::mem::take(&mut a.y);
     let ssm_before = ssm_state.as_ref().map(|s| s.to_vec());
     selective_scan_fwd(
@@ -185,6 +190,7 @@ pub fn mamba_fwd(
         ssm_before.as_deref(),
         ssm_state,
     );
+    ctx.storage.store(&mut y);
     a.y = y;
     linear_fwd(out, &a.y, ctx.tensor(p.out_proj), w.linear(w.e, w.d));
 }

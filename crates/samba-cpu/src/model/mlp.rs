@@ -43,7 +43,10 @@ pub fn mlp_fwd(ctx: &Ctx, p: &MlpParams, out: &mut [f32], acts: &mut MlpActs, xn
     let (up_dims, down_dims) = dims(ctx, p);
     linear_fwd(&mut acts.gate, xn, ctx.tensor(p.w1), up_dims);
     linear_fwd(&mut acts.up, xn, ctx.tensor(p.w2), up_dims);
+    ctx.storage.store(&mut acts.gate);
+    ctx.storage.store(&mut acts.up);
     swiglu_fwd(&mut acts.act, &acts.gate, &acts.up);
+    ctx.storage.store(&mut acts.act);
     linear_fwd(out, &acts.act, ctx.tensor(p.w3), down_dims);
 }
 

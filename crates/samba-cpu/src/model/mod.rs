@@ -9,15 +9,22 @@
 //! The backward pass walks the same list in reverse. The residual stream's gradient dx flows
 //! through every sublayer unchanged (d x_{k+1} / d x_k = I + d mixer / d x_k), so each sublayer
 //! adds its branch's contribution into dx.
+//!
+//! The activations are kept in f32 unless the model is built
+//! [`with_activation_storage`](CpuModel::with_activation_storage)`(ActivationStorage::Bf16)`:
+//! then each is rounded to bf16 where the GPU stores it in bf16 (storage.rs lists the points),
+//! the reference of the GPU's bf16 forward.
 
 mod attention;
 mod mamba;
 mod mlp;
 mod prefill;
 mod state;
+mod storage;
 
 pub use state::DecodeState;
 use state::LayerState;
+pub use storage::ActivationStorage;
 
 use samba_model::layout::{MixerParams, ParamLayout, SublayerParams, TensorId};
 use samba_model::{Config, LoadedModel};
@@ -53,6 +60,8 @@ pub(crate) struct Ctx<'a> {
     pub shape: BatchShape,
     /// Positions 0..seq; `None` for NoPE.
     pub rope: Option<&'a RopeTable>,
+    /// How each activation is stored after the op that writes it.
+    pub storage: ActivationStorage,
 }
 
 impl Ctx<'_> {
@@ -125,6 +134,8 @@ pub struct CpuModel {
     pub config: Config,
     pub layout: ParamLayout,
     pub params: Vec<f32>,
+    /// f32 unless set by [`with_activation_storage`](Self::with_activation_storage).
+    pub activation_storage: ActivationStorage,
 }
 
 fn add_into(dst: &mut [f32], src: &[f32]) {
@@ -139,6 +150,7 @@ impl CpuModel {
             config,
             layout,
             params,
+            activation_storage: ActivationStorage::F32,
         }
     }
 
@@ -147,7 +159,15 @@ impl CpuModel {
             config: loaded.config,
             layout: loaded.layout,
             params: loaded.params,
+            activation_storage: ActivationStorage::F32,
         }
+    }
+
+    /// The same model storing its activations as `storage` does: `Bf16` makes it the
+    /// reference of a GPU forward in bf16 (see [`ActivationStorage`]).
+    pub fn with_activation_storage(mut self, storage: ActivationStorage) -> CpuModel {
+        self.activation_storage = storage;
+        self
     }
 
     fn sublayers(&self) -> impl Iterator<Item = &SublayerParams> {
@@ -161,6 +181,7 @@ impl CpuModel {
             params: &self.params,
             shape,
             rope,
+            storage: self.activation_storage,
         }
     }
 
@@ -280,6 +301,7 @@ impl CpuModel {
                 ctx.tensor(sub.norm),
                 c.norm_eps,
             );
+            ctx.storage.store(&mut normed[k]);
             let xn = &normed[k];
             let (layer, positions) = match state.as_deref_mut() {
                 Some(s) => (Some(&mut s.layers[k]), s.positions.as_slice()),
@@ -317,6 +339,7 @@ impl CpuModel {
             ctx.tensor(self.layout.ln_f),
             c.norm_eps,
         );
+        ctx.storage.store(final_normed);
         let head = LinearDims {
             rows: shape.rows(),
             in_features: c.d_model,
