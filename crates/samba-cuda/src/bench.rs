@@ -291,12 +291,7 @@ pub struct DecodeReport {
 impl DecodeReport {
     /// What the timed steps ran, and why not the persistent kernel where it was tried and refused.
     fn step_note(&self) -> String {
-        match &self.persistent_error {
-            Some(why) if self.step != "persistent kernel" => {
-                format!("{}; the persistent kernel did not run: {why}", self.step)
-            }
-            _ => self.step.to_string(),
-        }
+        crate::model::describe_step(self.step, self.persistent_error.as_deref())
     }
 
     pub fn line(&self) -> String {
@@ -469,13 +464,7 @@ pub fn decode<T: Elem>(
     report.graph_captured = acts.graph_captured();
     report.graph_error = acts.graph_error().map(str::to_string);
     report.persistent_error = acts.persistent_error().map(str::to_string);
-    report.step = if acts.persistent_active() {
-        "persistent kernel"
-    } else if acts.graph_captured() {
-        "graph"
-    } else {
-        "eager"
-    };
+    report.step = acts.step_kind();
     report.floor_ms = floor_ms;
     report.fraction_of_floor = Some(floor_ms / graph_ms);
     Ok(report)

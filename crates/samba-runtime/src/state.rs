@@ -66,6 +66,17 @@ impl EngineState {
         }
     }
 
+    /// On a GPU, after a decoding step: what the step ran (the persistent kernel, a CUDA graph
+    /// or each kernel on its own) and why not the persistent kernel where it was refused. None on
+    /// the CPU and before the first step.
+    pub fn decode_step_note(&self) -> Option<String> {
+        match &self.inner {
+            Inner::Cpu(_) => None,
+            Inner::Bf16(s) => s.step.as_ref().map(|a| a.step_note()),
+            Inner::F32(s) => s.step.as_ref().map(|a| a.step_note()),
+        }
+    }
+
     /// Bytes the state holds (on the GPU: as allocated, full attention's rings at full size).
     pub fn bytes(&self) -> usize {
         match &self.inner {

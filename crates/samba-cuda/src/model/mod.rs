@@ -33,7 +33,7 @@ mod streamed_attention;
 mod xproj_fold;
 
 pub use decode::DecodeKernels;
-pub use plan::{activation_bytes, CudaActivations, LogitRows};
+pub use plan::{activation_bytes, describe_step, CudaActivations, LogitRows};
 pub use state::CudaDecodeState;
 
 use std::sync::Arc;

@@ -202,6 +202,35 @@ impl<T: Elem> CudaActivations<T> {
     pub fn persistent_error(&self) -> Option<&str> {
         self.persistent_error.as_deref()
     }
+
+    /// What the last decoding step ran: "persistent kernel", "graph" (a replayed CUDA graph) or
+    /// "eager" (every kernel launched on its own).
+    pub fn step_kind(&self) -> &'static str {
+        if self.persistent_active() {
+            "persistent kernel"
+        } else if self.graph_captured() {
+            "graph"
+        } else {
+            "eager"
+        }
+    }
+
+    /// [`step_kind`](Self::step_kind), and why the persistent kernel did not run where it was
+    /// tried and refused.
+    pub fn step_note(&self) -> String {
+        describe_step(self.step_kind(), self.persistent_error())
+    }
+}
+
+/// A decoding step's kernels for a person: `kind`, and `persistent_error` where the step is not
+/// the persistent kernel.
+pub fn describe_step(kind: &str, persistent_error: Option<&str>) -> String {
+    match persistent_error {
+        Some(why) if kind != "persistent kernel" => {
+            format!("{kind}; the persistent kernel did not run: {why}")
+        }
+        _ => kind.to_string(),
+    }
 }
 
 /// Bytes [`CudaModel::activations`] would allocate for this shape (to check it fits first).

@@ -303,5 +303,8 @@ pub fn run(args: GenerateArgs) -> Result<()> {
         }
     }
     eprintln!("{stats}");
+    if let Some(note) = state.decode_step_note() {
+        eprintln!("decoding step: {note}");
+    }
     Ok(())
 }
