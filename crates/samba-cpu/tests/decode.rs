@@ -1,54 +1,17 @@
 //! Inference with a carried state: token-by-token decoding and chunked prefill reproduce the
 //! full-sequence forward for every layout, over sequences longer than twice the window.
 
-use samba_cpu::testing::random_vec;
+use samba_cpu::testing::{chunked_logits, perturbed_tiny};
 use samba_cpu::{BatchShape, CpuError, CpuModel, DecodeState};
-use samba_model::init::init_params;
-use samba_model::preset::preset_with_layout;
-use samba_model::{Layout, ParamLayout};
+use samba_model::Layout;
 
 fn model(layout: Layout) -> CpuModel {
-    let mut config = preset_with_layout("tiny", layout).expect("tiny preset");
-    config.vocab = 41;
-    let layout = ParamLayout::new(&config);
-    let mut params = init_params(&layout, 3);
-    let noise = random_vec(params.len(), 4, 0.2);
-    params.iter_mut().zip(noise).for_each(|(p, n)| *p += n);
-    CpuModel::new(config, params)
+    perturbed_tiny(layout, |p| p)
 }
 
 /// Token of sequence b at position t.
 fn token(b: usize, t: usize, vocab: usize) -> u32 {
     ((t * 13 + b * 5 + t * t) % vocab) as u32
-}
-
-/// Logits [batch, seq, vocab] from running `chunk` tokens at a time through a DecodeState.
-fn chunked_logits(
-    model: &CpuModel,
-    batch: usize,
-    seq: usize,
-    chunk: usize,
-) -> (Vec<f32>, DecodeState) {
-    let vocab = model.config.vocab;
-    let mut state = DecodeState::new(model, batch, 1 << 20);
-    let mut per_seq = vec![Vec::new(); batch];
-    let mut start = 0;
-    while start < seq {
-        let len = chunk.min(seq - start);
-        let shape = BatchShape { batch, seq: len };
-        let tokens: Vec<u32> = (0..batch)
-            .flat_map(|b| (start..start + len).map(move |t| token(b, t, vocab)))
-            .collect();
-        let mut acts = model.activations(shape);
-        model
-            .forward_with_state(&mut acts, &tokens, &mut state)
-            .expect("chunk");
-        for (b, logits) in acts.logits.chunks(len * vocab).enumerate() {
-            per_seq[b].extend_from_slice(logits);
-        }
-        start += len;
-    }
-    (per_seq.concat(), state)
 }
 
 fn assert_close(what: &str, got: &[f32], want: &[f32]) {
@@ -75,11 +38,11 @@ fn check_layout(layout: Layout) {
         .logits(&tokens, BatchShape { batch, seq })
         .expect("forward");
 
-    let (stepwise, step_state) = chunked_logits(&model, batch, seq, 1);
+    let (stepwise, step_state) = chunked_logits(&model, &tokens, batch, 1, 1 << 20);
     assert_close(&format!("{layout}: token by token"), &stepwise, &full);
     assert_eq!(step_state.positions(), &[seq, seq]);
     for chunk in [3, 7, seq] {
-        let (logits, state) = chunked_logits(&model, batch, seq, chunk);
+        let (logits, state) = chunked_logits(&model, &tokens, batch, chunk, 1 << 20);
         assert_close(&format!("{layout}: chunks of {chunk}"), &logits, &full);
         assert_close(
             &format!("{layout}: state after chunks of {chunk}"),

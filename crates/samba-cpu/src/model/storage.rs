@@ -72,44 +72,22 @@ mod tests {
     use super::*;
     use crate::model::state::LayerState;
     use crate::model::{Activations, BatchShape, CpuModel, DecodeState, MixerActs};
-    use crate::testing::random_vec;
-    use samba_model::init::init_params;
-    use samba_model::preset::preset_with_layout;
-    use samba_model::{Layout, ParamLayout};
+    use crate::testing::{chunked_logits, perturbed_tiny, rel_l2};
+    use samba_model::Layout;
 
     fn is_bf16(v: f32) -> bool {
         v.to_bits() & 0xffff == 0
     }
 
-    /// The tiny preset with every parameter perturbed and rounded to bf16, as a bf16 GPU model
-    /// holds it.
+    /// The perturbed tiny preset, its parameters rounded to bf16 as a bf16 GPU model holds them.
     fn model(layout: Layout) -> CpuModel {
-        let mut config = preset_with_layout("tiny", layout).expect("tiny preset");
-        config.vocab = 41;
-        let layout = ParamLayout::new(&config);
-        let mut params = init_params(&layout, 3);
-        let noise = random_vec(params.len(), 4, 0.2);
-        params
-            .iter_mut()
-            .zip(noise)
-            .for_each(|(p, n)| *p = bf16::from_f32(*p + n).to_f32());
-        CpuModel::new(config, params)
+        perturbed_tiny(layout, |p| bf16::from_f32(p).to_f32())
     }
 
     fn tokens(batch: usize, seq: usize, vocab: usize) -> Vec<u32> {
         (0..batch * seq)
             .map(|i| ((i * 13 + i * i) % vocab) as u32)
             .collect()
-    }
-
-    fn rel_l2(got: &[f32], want: &[f32]) -> f64 {
-        let num: f64 = got
-            .iter()
-            .zip(want)
-            .map(|(&a, &b)| (a as f64 - b as f64).powi(2))
-            .sum();
-        let den: f64 = want.iter().map(|&b| (b as f64).powi(2)).sum();
-        (num / den).sqrt()
     }
 
     /// Every activation on the list of rounding points, by name.
@@ -249,31 +227,6 @@ mod tests {
         }
     }
 
-    /// Logits [batch, seq, vocab] and the state after running `chunk` tokens at a time.
-    fn chunked(
-        m: &CpuModel,
-        t: &[u32],
-        batch: usize,
-        seq: usize,
-        chunk: usize,
-    ) -> (Vec<f32>, DecodeState) {
-        let mut state = DecodeState::new(m, batch, 64);
-        let mut per_seq = vec![Vec::new(); batch];
-        for start in (0..seq).step_by(chunk) {
-            let len = chunk.min(seq - start);
-            let part: Vec<u32> = (0..batch)
-                .flat_map(|b| t[b * seq + start..b * seq + start + len].to_vec())
-                .collect();
-            let mut acts = m.activations(BatchShape { batch, seq: len });
-            m.forward_with_state(&mut acts, &part, &mut state)
-                .expect("chunk");
-            for (b, l) in acts.logits.chunks(len * m.config.vocab).enumerate() {
-                per_seq[b].extend_from_slice(l);
-            }
-        }
-        (per_seq.concat(), state)
-    }
-
     /// Chunked prefill and token-by-token decoding against one forward, with bf16 storage. Not
     /// bit for bit: the chunks' sums differ from the forward's in the last f32 bit now and then
     /// (max 1.2e-7 absolute in the f32 logits), and where such a difference straddles a bf16
@@ -287,9 +240,9 @@ mod tests {
             let (batch, seq) = (2, 2 * m.config.window + 5);
             let t = tokens(batch, seq, m.config.vocab);
             let full = m.logits(&t, BatchShape { batch, seq }).expect("forward");
-            let (_, one_pass) = chunked(&m, &t, batch, seq, seq);
+            let (_, one_pass) = chunked_logits(&m, &t, batch, seq, 64);
             for chunk in [1, 5] {
-                let (got, state) = chunked(&m, &t, batch, seq, chunk);
+                let (got, state) = chunked_logits(&m, &t, batch, chunk, 64);
                 let err = rel_l2(&got, &full);
                 assert!(
                     err <= 2e-3,

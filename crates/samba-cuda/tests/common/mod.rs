@@ -130,20 +130,7 @@ pub fn expect(name: &str, dtype: &str, shape: &str, gpu: &[f32], cpu: &[f32], to
 
 /// ||gpu - cpu||_2 / ||cpu||_2 (infinite on a NaN or a length mismatch).
 pub fn rel_err_l2(gpu: &[f32], cpu: &[f32]) -> f64 {
-    if gpu.len() != cpu.len() || gpu.iter().any(|v| !v.is_finite()) {
-        return f64::INFINITY;
-    }
-    let num: f64 = gpu
-        .iter()
-        .zip(cpu)
-        .map(|(&g, &c)| (g as f64 - c as f64).powi(2))
-        .sum();
-    let den: f64 = cpu.iter().map(|&c| (c as f64).powi(2)).sum();
-    if den == 0.0 {
-        num.sqrt()
-    } else {
-        (num / den).sqrt()
-    }
+    samba_cpu::testing::rel_l2(gpu, cpu)
 }
 
 /// As [`expect`] with the norm-wise measure ||gpu - cpu||_2 / ||cpu||_2 (shared/METHOD's
