@@ -421,66 +421,10 @@ __device__ void persist_produce_pool(const PersistDense<T>& op, int k, PersistSt
     }
 }
 
-// The producer's look-ahead into L2 while its ring is full (PERSIST_WAIT_L2 = bytes, an
-// experiment, off). At a phase boundary the ring fills and the block's share of DRAM idles until
-// its consumers pass the barrier and free a stage. If, whenever the next stage finds no room, the
-// producer first asks L2 for the rows that follow it (prefetch.global.L2 from the lanes, one
-// 128-byte line each: no copy engine, no registers held), up to PERSIST_WAIT_L2 bytes past the
-// next stage, DRAM streams those while the block waits, and their copies come from L2 after.
-// A cursor (op k, row r of the block's share, in the order the stages issue them) and the bytes
-// asked for past the next stage to issue, so each row is asked for once; the fold's rows of W^T
-// and the streamed attention's keys are neither asked for nor counted.
-#ifndef PERSIST_WAIT_L2
-#define PERSIST_WAIT_L2 0
-#endif
-#if PERSIST_WAIT_L2 > 0
-template <typename T>
-struct PersistL2Ahead {
-    int k = 0, r = 0;
-    long ahead = 0;
-
-    // The next stage to issue starts at row r0 of op k's share and finds the ring full.
-    __device__ void ask(const u64* ops, int n_ops, int k0, int r0) {
-        const int lane = threadIdx.x & 31;
-        if (ahead <= 0) {
-            k = k0;
-            r = r0;
-            ahead = 0;
-        }
-        while (ahead < PERSIST_WAIT_L2 && k < n_ops) {
-            const u64* d = ops + (long)k * PERSIST_OP_WORDS;
-            const int kind = (int)d[0];
-            if (!PersistDense<T>::is_dense(kind)) {
-                ++k;
-                r = 0;
-                continue;
-            }
-            const PersistDense<T> op(kind, d + 4);
-            int u0, u1, per;
-            op.share(u0, u1, per);
-            const int rows = (u1 - u0) * op.nr, rs = op.row_stride();
-            for (; r < rows && ahead < PERSIST_WAIT_L2; ++r, ahead += rs) {
-                const unsigned long long p = (unsigned long long)(op.w + op.row(u0 + r / op.nr, r % op.nr));
-                const unsigned long long first = p & ~127ull, last = (p + (unsigned long long)op.in * sizeof(T) - 1) & ~127ull;
-                for (unsigned long long line = first + 128ull * lane; line <= last; line += 128ull * 32)
-                    asm volatile("prefetch.global.L2 [%0];" ::"l"(line));
-            }
-            if (r >= rows) {
-                ++k;
-                r = 0;
-            }
-        }
-    }
-};
-#endif
-
 template <typename T, bool STREAMED>
 __device__ void persist_produce(const u64* ops, int n_ops, unsigned char* ring, unsigned ring_bytes, PersistRing& rb) {
     const int lane = threadIdx.x & 31;
     PersistStream q{0, 0, 0, 0};
-#if PERSIST_WAIT_L2 > 0
-    PersistL2Ahead<T> l2;
-#endif
     for (int k = 0; k < n_ops; ++k) {
         const u64* d = ops + (long)k * PERSIST_OP_WORDS;
         const int kind = (int)d[0];
@@ -493,14 +437,7 @@ __device__ void persist_produce(const u64* ops, int n_ops, unsigned char* ring, 
         op.share(u0, u1, per);
         for (int s0 = u0; s0 < u1; s0 += per) {
             if (s0 == u0 && lane == 0) PERSIST_TL_MARK(k, 0);  // the producer reaches the op
-#if PERSIST_WAIT_L2 > 0
-            const unsigned bytes = (unsigned)(min(per, u1 - s0) * op.nr * op.row_stride());
-            if (q.full(bytes, ring_bytes, rb)) l2.ask(ops, n_ops, k, (s0 - u0) * op.nr);
-#endif
             persist_issue_units(op, s0, min(per, u1 - s0), 0, q, ring, ring_bytes, rb);
-#if PERSIST_WAIT_L2 > 0
-            l2.ahead -= bytes;
-#endif
         }
         // The folded op's rows of W^T for the block's inputs, in stages after the op's own (x_proj's
         // fit one: the host checks; a copy per row, the lanes' in flight together: the host made

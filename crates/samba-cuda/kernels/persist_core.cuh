@@ -79,16 +79,6 @@ __device__ __forceinline__ void mbar_arrive_expect(u64* bar, unsigned bytes) {
 __device__ __forceinline__ void mbar_arrive(u64* bar) {
     asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];" ::"r"(persist_smem_addr(bar)) : "memory");
 }
-// Whether the phase of parity `parity` has completed (without waiting).
-__device__ __forceinline__ bool mbar_test(u64* bar, unsigned parity) {
-    unsigned done;
-    asm volatile(
-        "{ .reg .pred p; mbarrier.test_wait.parity.shared::cta.b64 p, [%1], %2; selp.u32 %0, 1, 0, p; }"
-        : "=r"(done)
-        : "r"(persist_smem_addr(bar)), "r"(parity)
-        : "memory");
-    return done != 0;
-}
 // Returns once the phase of parity `parity` has completed.
 __device__ __forceinline__ void mbar_wait(u64* bar, unsigned parity) {
     const unsigned a = persist_smem_addr(bar);
@@ -113,12 +103,13 @@ __device__ __forceinline__ void bulk_copy(void* dst, const void* src, unsigned b
 #ifndef PERSIST_EVICT_FIRST
 #define PERSIST_EVICT_FIRST 0
 #endif
-// A dense op's weight rows into the ring (bulk_copy). PERSIST_EVICT_FIRST (an experiment, off):
-// with an L2 hint that their lines go first. A step streams ~2.7 GB of weights through the 50 MB
-// L2, read once each, and so evicts what is read again: the KV cache's window and the scan's
-// state (every step), the residual and the activations (every phase). With the weights' lines
-// evicted first, those may stay in L2 and the phases' dependent reads after each barrier (the
-// input row, the keys, the state) hit.
+// A dense op's weight rows into the ring (bulk_copy), with an L2 hint that their lines go first.
+// A step streams ~2.7 GB of weights through the 50 MB L2, each read once, and so evicts what is
+// read again: the KV cache's window and the scan's state (every step), the residual and the
+// activations (every phase). With the weights' lines evicted first, those stay in L2 and the
+// phases' dependent reads after each barrier (the input row, the keys, the state) hit.
+// Measured 0.025 ms a step faster on an H100 (docs/gpu.md, session 11); PERSIST_EVICT_FIRST=0
+// copies without the hint.
 __device__ __forceinline__ void bulk_copy_weights(void* dst, const void* src, unsigned bytes, u64* bar) {
 #if PERSIST_EVICT_FIRST
     u64 policy;
@@ -423,24 +414,6 @@ struct PersistStream {
             rb.end[slot] = head + bytes;
         }
         return slot;
-    }
-    // Whether a stage of `bytes` would wait for room now: takes in the stages freed so far, as
-    // claim does, without waiting (PERSIST_WAIT_L2's test).
-    __device__ bool full(unsigned bytes, unsigned ring_bytes, PersistRing& rb) {
-#if PERSIST_STAGE_ALIGN > 16
-        bytes = room(bytes);
-#endif
-        u64 h = head;
-        const u64 off0 = h % ring_bytes;
-        if (off0 + bytes > ring_bytes) h += ring_bytes - off0;
-        while (h + bytes > tail + ring_bytes || issued - freed == PERSIST_SLOTS) {
-            const unsigned f = freed % PERSIST_SLOTS;
-            // (lane 0's answer for the warp: the lanes' freed and tail stay the same)
-            if (!__shfl_sync(0xffffffffu, (int)mbar_test(&rb.empty[f], (freed / PERSIST_SLOTS) & 1), 0)) return true;
-            tail = rb.end[f];
-            ++freed;
-        }
-        return false;
     }
     __device__ void commit(unsigned bytes) {
 #if PERSIST_STAGE_ALIGN > 16
