@@ -101,7 +101,7 @@ __device__ __forceinline__ void bulk_copy(void* dst, const void* src, unsigned b
 }
 
 #ifndef PERSIST_EVICT_FIRST
-#define PERSIST_EVICT_FIRST 0
+#define PERSIST_EVICT_FIRST 1
 #endif
 // A dense op's weight rows into the ring (bulk_copy), with an L2 hint that their lines go first.
 // A step streams ~2.7 GB of weights through the 50 MB L2, each read once, and so evicts what is
