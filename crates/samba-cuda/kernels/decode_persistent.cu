@@ -669,18 +669,6 @@ __device__ __forceinline__ void persist_stage_dots(const unsigned char* base, in
 #define PERSIST_FOLD_GROUPS 1
 #endif
 #endif
-// PERSIST_FOLD_BULK (an experiment, off): the block's fold sums go to acc as one bulk reduction
-// (cp.reduce.async.bulk ... .add.f32, issued by thread 0 from the block's input row and sums in
-// shared memory, free by then) instead of n / 4 16-byte reductions from the threads. With fc2
-// folded, every block adds into the same 2304 floats of x: the L2 then takes 264 line-wide
-// additions per 128-byte line instead of 264 x 8 (session 8 measured the fold's additions at
-// ~15 us a layer, which fits ~7 ns per serialised 16-byte reduction).
-#ifndef PERSIST_FOLD_BULK
-#define PERSIST_FOLD_BULK 0
-#endif
-#if PERSIST_FOLD_BULK
-__shared__ int persist_fold_room;  // bytes of shared memory before the ring (the input row, the sums)
-#endif
 __device__ __forceinline__ void persist_red_add_v4(float* p, float a, float b, float c, float d) {
     asm volatile("red.relaxed.gpu.global.add.v4.f32 [%0], {%1, %2, %3, %4};" ::"l"(p), "f"(a), "f"(b), "f"(c), "f"(d)
                  : "memory");
@@ -732,43 +720,6 @@ __device__ void persist_fold(const PersistDense<T>& op, int nc, unsigned& stage,
     float* dst = op.fold_acc() + (long)(blockIdx.x % op.fold_copies()) * stride;
 #ifdef PERSIST_FOLD_SKIP_RED  // timing experiments only: the fold without its additions (wrong sums)
     return;
-#endif
-#if PERSIST_FOLD_BULK
-    if (n % 4 == 0 && 4 * n <= persist_fold_room && reinterpret_cast<unsigned long long>(dst) % 16 == 0) {
-        extern __shared__ __align__(16) unsigned char persist_smem[];
-        float* sums = reinterpret_cast<float*>(persist_smem);
-        // the splits' sums of an output added in turn (each v of one split has its own outputs)
-        for (int r = 0; r < splits; ++r) {
-#pragma unroll
-            for (int i = 0; i < PERSIST_FOLD_GROUPS; ++i) {
-                const int v = (int)threadIdx.x + i * PERSIST_CONSUMERS;
-                if (v < vts && v / groups == r) {
-                    float4* o = reinterpret_cast<float4*>(sums + 4 * (v % groups));
-                    float4 f = make_float4(acc[i][0], acc[i][1], acc[i][2], acc[i][3]);
-                    if (r > 0) {
-                        const float4 g = *o;
-                        f.x += g.x, f.y += g.y, f.z += g.z, f.w += g.w;
-                    }
-                    *o = f;
-                }
-            }
-            // (the last: every thread's writes to sums ordered before the async proxy's reads)
-            if (r == splits - 1) asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
-            persist_consumers_sync();
-        }
-        if (threadIdx.x == 0) {
-            asm volatile("cp.reduce.async.bulk.global.shared::cta.bulk_group.add.f32 [%0], [%1], %2;" ::"l"(dst),
-                         "r"(persist_smem_addr(sums)), "r"(4 * n)
-                         : "memory");
-            asm volatile("cp.async.bulk.commit_group;" ::: "memory");
-            // done: the sums' shared memory free, the additions performed before this thread's
-            // arrival at the next barrier releases them
-            asm volatile("cp.async.bulk.wait_group 0;" ::: "memory");
-            asm volatile("fence.proxy.async.global;" ::: "memory");
-        }
-        persist_consumers_sync();
-        return;
-    }
 #endif
 #pragma unroll
     for (int i = 0; i < PERSIST_FOLD_GROUPS; ++i) {
@@ -1145,9 +1096,6 @@ __device__ void decode_persistent(const u64* ops, int n_ops, u64* count, u64 bas
         persist_sync.passed = 0;
         persist_sync.poll_ns = poll_ns;
         persist_dyn = PersistDynamic{claims, epoch, ys_floats};
-#if PERSIST_FOLD_BULK
-        persist_fold_room = xs_bytes + 4 * ys_floats;
-#endif
         for (int s = 0; s < PERSIST_SLOTS; ++s) {
             mbar_init(&rb.full[s], 1);
             mbar_init(&rb.empty[s], 1);
