@@ -230,11 +230,7 @@ struct PersistDense {
             return (int)(t < d * wx ? t / wx : d + (t - d * wx) / wz);
         }
 #endif
-#if PERSIST_SPEED_SHARES
-        return persist_shares_first(b, n_units - pool_units());
-#else
         return (int)((long)b * (n_units - pool_units()) / gridDim.x);
-#endif
     }
     // Whole units a stage holds (one at least, if a unit is larger).
     __device__ int stage_fit() const { return max(1, PERSIST_STAGE_BYTES / (nr * row_stride())); }
@@ -1123,9 +1119,6 @@ __device__ void decode_persistent(const u64* ops, int n_ops, u64* count, u64 bas
                 stream_att_pos = *StreamedAttention<T>{ops_in + (long)k * PERSIST_OP_WORDS + 4}.pos();
     }
     __syncthreads();
-#if PERSIST_SPEED_SHARES
-    persist_shares_begin();
-#endif
     if (threadIdx.x >= PERSIST_CONSUMERS) {
         persist_produce<T, STREAMED>(ops, n_ops, ring, (unsigned)ring_bytes, rb);
 #ifdef PERSIST_PROFILE
@@ -1139,9 +1132,6 @@ __device__ void decode_persistent(const u64* ops, int n_ops, u64* count, u64 bas
         const int kind = (int)d[0];
         if (PersistDense<T>::is_dense(kind)) {
             persist_consume<T>(PersistDense<T>(kind, d + 4), k, stage, ring, rb, xs, ys, scratch);
-#if PERSIST_SPEED_SHARES
-            persist_shares_dense_done();
-#endif
             continue;
         }
         if constexpr (STREAMED) {
@@ -1189,14 +1179,8 @@ __device__ void decode_persistent(const u64* ops, int n_ops, u64* count, u64 bas
         PERSIST_PROF_LAP(PROF_OTHER);
     }
     PERSIST_PROF_START;
-#if PERSIST_SPEED_SHARES
-    persist_shares_publish();
-#endif
     persist_pass(n_ops - 1);
     PERSIST_PROF_LAP(PROF_PASS);
-#if PERSIST_SPEED_SHARES
-    persist_shares_update();
-#endif
 #ifdef PERSIST_TIMELINE
     // every block has arrived at every barrier; block 0 prints the ops before the last (ns)
     if (threadIdx.x == 0 && blockIdx.x == 0 && tl_launch >= PERSIST_TIMELINE_FIRST &&

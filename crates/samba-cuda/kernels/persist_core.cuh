@@ -105,9 +105,9 @@ __device__ __forceinline__ void bulk_copy(void* dst, const void* src, unsigned b
 #endif
 // A dense op's weight rows into the ring (bulk_copy), with an L2 hint that their lines go first.
 // A step streams ~2.7 GB of weights through the 50 MB L2, each read once, and so evicts what is
-// read again: the KV cache's window and the scan's state (every step), the residual and the
-// activations (every phase). With the weights' lines evicted first, those stay in L2 and the
-// phases' dependent reads after each barrier (the input row, the keys, the state) hit.
+// read again: the scan's state (every step), the residual and the activations (every phase).
+// With the weights' lines evicted first, those stay in L2 and the phases' dependent reads after
+// each barrier (the input row, the epilogue's residual, the state) hit.
 // Measured 0.025 ms a step faster on an H100 (docs/gpu.md, session 11); PERSIST_EVICT_FIRST=0
 // copies without the hint.
 __device__ __forceinline__ void bulk_copy_weights(void* dst, const void* src, unsigned bytes, u64* bar) {
@@ -142,110 +142,12 @@ struct PersistSync {
 };
 __shared__ PersistSync persist_sync;
 
-// The global timer (ns; the timeline's and the shares by speed's clock).
+// The global timer (ns; the timeline's clock).
 __device__ __forceinline__ u64 persist_now() {
     u64 t;
     asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
     return t;
 }
-
-// ---- shares by speed (PERSIST_SPEED_SHARES, an experiment, off; the host's switch
-// SAMBA_PERSIST_SPEED_SHARES=1 sizes the sums for the largest share)
-//
-// Every dense op splits its units over the blocks by the same fractions, equal by default. The
-// timelines have the last block of a phase done ~1.5-3 us after the mean; if the same blocks are
-// late every phase (their SMs stream slower), fractions that follow the blocks' speeds end the
-// phases together. With the define, each launch every block measures the time its dense ops
-// took (from passing their barrier to storing their units, PersistShares::dense_ns); after the
-// launch's last barrier it reads every block's time and moves its own weight toward the mean
-// time, w <- w (1 + ALPHA (mean - t) / mean), the step clamped to +-10% (w as this launch used
-// it, normalised and clamped, so the weights stay bounded). The next launch reads
-// every weight, clamps w / mean(w) to [0.8, 1.25], quantises each to an integer q_b (2^16 for the
-// mean) and takes block b's units as [n Q_b / Q_G, n Q_{b+1} / Q_G), Q the exclusive prefix sums
-// of q: integer sums (Q_b / Q_G then kept in 0.32 fixed point, rounded down), so every block
-// computes the same monotonic bounds and no unit falls to two blocks or none. The
-// weights live in two buffers by launch parity: a launch reads one and writes the other.
-#ifndef PERSIST_SPEED_SHARES
-#define PERSIST_SPEED_SHARES 0
-#endif
-#if PERSIST_SPEED_SHARES
-#define PERSIST_SPEED_BLOCKS 512  // (the grid: two blocks a SM, 132 SMs on an H100 or H200)
-#define PERSIST_SPEED_ALPHA 0.25f
-__device__ float persist_speed_w[2][PERSIST_SPEED_BLOCKS];
-__device__ float persist_speed_t[PERSIST_SPEED_BLOCKS];
-__device__ unsigned persist_speed_launch;
-struct PersistShares {
-    unsigned cum[PERSIST_SPEED_BLOCKS];  // Q_b / Q_G (0.32 fixed point)
-    unsigned parity;                      // the weights' buffer this launch reads
-    float w_own;                          // this block's weight as used (w / mean, clamped)
-    u64 t_pass, dense_ns;
-};
-__shared__ PersistShares persist_shares;
-// Every thread of the block, before the producer and the consumers part: this launch's bounds.
-__device__ void persist_shares_begin() {
-    const int G = (int)gridDim.x;
-    if (G > PERSIST_SPEED_BLOCKS) __trap();
-    if (threadIdx.x == 0) {
-        persist_shares.parity = *(volatile unsigned*)&persist_speed_launch & 1u;
-        persist_shares.dense_ns = 0;
-    }
-    __syncthreads();
-    if (threadIdx.x < 32) {
-        const int lane = threadIdx.x, per = (G + 31) / 32, b0 = min(G, lane * per), b1 = min(G, b0 + per);
-        const float* w = persist_speed_w[persist_shares.parity];
-        float s = 0.0f;
-        for (int b = b0; b < b1; ++b) s += w[b] > 0.0f ? w[b] : 1.0f;  // (never written: 1)
-        const float mean = warp_sum(s) / (float)G;
-        unsigned q = 0;
-        for (int b = b0; b < b1; ++b) {
-            const float wb = fminf(fmaxf((w[b] > 0.0f ? w[b] : 1.0f) / mean, 0.8f), 1.25f);
-            const unsigned qb = __float2uint_rn(wb * 65536.0f);
-            persist_shares.cum[b] = qb;  // (for now each block's own q)
-            q += qb;
-            if (b == (int)blockIdx.x) persist_shares.w_own = wb;  // (the next weight starts here: bounded)
-        }
-        unsigned incl = q;
-        for (int o = 1; o < 32; o <<= 1) {
-            const unsigned v = __shfl_up_sync(0xffffffffu, incl, o);
-            if (lane >= o) incl += v;
-        }
-        const u64 total = __shfl_sync(0xffffffffu, incl, 31);
-        unsigned acc = incl - q;
-        for (int b = b0; b < b1; ++b) {
-            const unsigned qb = persist_shares.cum[b];
-            persist_shares.cum[b] = (unsigned)(((u64)acc << 32) / total);  // Q_b / Q_G in 0.32 fixed point
-            acc += qb;
-        }
-    }
-    __syncthreads();
-}
-// Block b's first unit of n: floor(n Q_b / Q_G), monotonic in b, n at b = G.
-__device__ __forceinline__ int persist_shares_first(int b, int n) {
-    return b >= (int)gridDim.x ? n : (int)__umulhi((unsigned)n, persist_shares.cum[b]);
-}
-// Thread 0, after a dense op's units are stored.
-__device__ __forceinline__ void persist_shares_dense_done() {
-    if (threadIdx.x == 0) persist_shares.dense_ns += persist_now() - persist_shares.t_pass;
-}
-// Thread 0, before the launch's last barrier: this block's time.
-__device__ __forceinline__ void persist_shares_publish() {
-    if (threadIdx.x == 0) persist_speed_t[blockIdx.x] = (float)persist_shares.dense_ns;
-}
-// Warp 0 of the consumers, after the launch's last barrier (every block's time is in): this
-// block's next weight.
-__device__ __noinline__ void persist_shares_update() {
-    if (threadIdx.x >= 32) return;
-    const int G = (int)gridDim.x, lane = threadIdx.x;
-    float s = 0.0f;
-    for (int b = lane; b < G; b += 32) s += *(volatile float*)&persist_speed_t[b];
-    const float mean = warp_sum(s) / (float)G, t = *(volatile float*)&persist_speed_t[blockIdx.x];
-    if (lane == 0) {
-        const float step = mean > 0.0f ? fminf(fmaxf(PERSIST_SPEED_ALPHA * (mean - t) / mean, -0.1f), 0.1f) : 0.0f;
-        persist_speed_w[persist_shares.parity ^ 1u][blockIdx.x] = persist_shares.w_own * (1.0f + step);
-        if (blockIdx.x == 0) persist_speed_launch += 1u;  // (every block read it at its start)
-    }
-}
-#endif
 
 // Timeline (compile with SAMBA_NVRTC_DEFINES=PERSIST_TIMELINE; diagnostics only): thread 0 of
 // every block records the global time at which it arrives at and passes each barrier of a
@@ -299,9 +201,6 @@ __device__ __forceinline__ void persist_pass(int k) {
                 if (persist_sync.poll_ns > 0) __nanosleep(persist_sync.poll_ns);
             }
             PERSIST_TL(persist_tl_pass, j);
-#if PERSIST_SPEED_SHARES
-            persist_shares.t_pass = persist_now();
-#endif
             persist_sync.passed = j;
         }
         persist_consumers_sync();

@@ -148,15 +148,9 @@ impl DenseShape {
         }
     }
 
-    /// The most units one of `blocks` blocks takes (units [b n / G, (b + 1) n / G)), or with
-    /// shares by speed (SAMBA_PERSIST_SPEED_SHARES=1 with the kernel's PERSIST_SPEED_SHARES: a
-    /// block's share up to 1.25 / 0.8 of the mean) up to 1.6 n / G and one for the rounding.
+    /// The most units one of `blocks` blocks takes (units [b n / G, (b + 1) n / G)).
     fn units_per_block(&self, blocks: usize) -> usize {
-        if speed_shares() {
-            (self.units * 8).div_ceil(blocks * 5) + 1
-        } else {
-            self.units.div_ceil(blocks)
-        }
+        self.units.div_ceil(blocks)
     }
 
     /// Units of a chunk of the dynamic pool (kernels/decode_persistent.cu: `PersistDense::chunk`,
@@ -178,13 +172,6 @@ impl DenseShape {
         let unit = self.unit_bytes(elem);
         unit * (STAGE_BYTES / unit).clamp(1, self.units_per_block(blocks).max(1))
     }
-}
-
-/// SAMBA_PERSIST_SPEED_SHARES=1: the kernel is compiled with PERSIST_SPEED_SHARES (an experiment:
-/// kernels/persist_core.cuh), so a block's share of an op's units can reach 1.6 times the mean.
-fn speed_shares() -> bool {
-    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *ON.get_or_init(|| std::env::var("SAMBA_PERSIST_SPEED_SHARES").is_ok_and(|v| v == "1"))
 }
 
 /// The ring's alignment in the shared window (kernels/decode_persistent.cu: PERSIST_RING_ALIGN).
