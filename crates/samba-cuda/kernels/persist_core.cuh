@@ -100,10 +100,21 @@ __device__ __forceinline__ void bulk_copy(void* dst, const void* src, unsigned b
                  : "memory");
 }
 
+// bulk_copy with an L2 hint that the copied lines go first (evicted before others).
+__device__ __forceinline__ void bulk_copy_evict_first(void* dst, const void* src, unsigned bytes, u64* bar) {
+    u64 policy;
+    asm volatile("createpolicy.fractional.L2::evict_first.b64 %0, 1.0;" : "=l"(policy));
+    asm volatile(
+        "cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes.L2::cache_hint [%0], [%1], %2, [%3], %4;" ::"r"(
+            persist_smem_addr(dst)),
+        "l"(src), "r"(bytes), "r"(persist_smem_addr(bar)), "l"(policy)
+        : "memory");
+}
+
 #ifndef PERSIST_EVICT_FIRST
 #define PERSIST_EVICT_FIRST 1
 #endif
-// A dense op's weight rows into the ring (bulk_copy), with an L2 hint that their lines go first.
+// A dense op's weight rows into the ring, with an L2 hint that their lines go first.
 // A step streams ~2.7 GB of weights through the 50 MB L2, each read once, and so evicts what is
 // read again: the scan's state (every step), the residual and the activations (every phase).
 // With the weights' lines evicted first, those stay in L2 and the phases' dependent reads after
@@ -112,13 +123,7 @@ __device__ __forceinline__ void bulk_copy(void* dst, const void* src, unsigned b
 // copies without the hint.
 __device__ __forceinline__ void bulk_copy_weights(void* dst, const void* src, unsigned bytes, u64* bar) {
 #if PERSIST_EVICT_FIRST
-    u64 policy;
-    asm volatile("createpolicy.fractional.L2::evict_first.b64 %0, 1.0;" : "=l"(policy));
-    asm volatile(
-        "cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes.L2::cache_hint [%0], [%1], %2, [%3], %4;" ::"r"(
-            persist_smem_addr(dst)),
-        "l"(src), "r"(bytes), "r"(persist_smem_addr(bar)), "l"(policy)
-        : "memory");
+    bulk_copy_evict_first(dst, src, bytes, bar);
 #else
     bulk_copy(dst, src, bytes, bar);
 #endif
@@ -276,6 +281,21 @@ struct PersistRing {
 #ifndef PERSIST_STAGE_ALIGN
 #define PERSIST_STAGE_ALIGN 16
 #endif
+//
+// PERSIST_MAX_INFLIGHT (an experiment, off): the producer requests a stage only once the stage
+// that many before it has landed. The hypothesis it tests: with every ring's ~100 KB requested at
+// once (~26 MB over the grid), the L2's queues are deep with DRAM misses, and the phases'
+// dependent requests after each barrier (the barrier's own atomics, the input row, the
+// epilogue's stores and fences: all L2 hits) wait behind them. Bandwidth needs ~3 TB/s x ~2-3 us
+// in flight, ~6-9 MB: 2-3 stages of 16 KB a block. (Session 5 measured 1-8 stages, before the
+// evict-first hint and most of today's kernel: 1 was 0.09 ms slower, 2 0.01 ms faster, 3-8 the
+// same.)
+#ifndef PERSIST_MAX_INFLIGHT
+#define PERSIST_MAX_INFLIGHT 0
+#endif
+#if PERSIST_MAX_INFLIGHT >= PERSIST_SLOTS
+#error "PERSIST_MAX_INFLIGHT must be below PERSIST_SLOTS"
+#endif
 struct PersistStream {
     u64 head, tail;
     unsigned issued, freed;
@@ -303,6 +323,14 @@ struct PersistStream {
             tail = rb.end[f];
             ++freed;
         }
+#if PERSIST_MAX_INFLIGHT > 0
+        // (an experiment: at most PERSIST_MAX_INFLIGHT stages requested and not landed; stage o's
+        // slot is not reused before stage o + PERSIST_SLOTS, so its phase parity still tells)
+        if (issued >= PERSIST_MAX_INFLIGHT) {
+            const unsigned o = issued - PERSIST_MAX_INFLIGHT;
+            mbar_wait(&rb.full[o % PERSIST_SLOTS], (o / PERSIST_SLOTS) & 1);
+        }
+#endif
 #ifdef PERSIST_PROFILE
         if ((threadIdx.x & 31) == 0) persist_prof[PROF_EMPTY] += clock64() - t0;
 #endif

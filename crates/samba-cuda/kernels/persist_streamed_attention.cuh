@@ -102,6 +102,13 @@ struct StreamedAttention {
     __device__ long slot(int j, int g) const { return stream_att_slot(j, g, cap(), kv_heads(), hd()); }
 };
 
+// STREAM_ATT_EVICT_FIRST (an experiment, off): the keys' and values' copies with the weights'
+// evict-first L2 hint (persist_core.cuh). The KV cache's window does not fit the L2 (Samba-1.3B:
+// 85 MB at 1K context, 170 MB from 2K on), so it is read from DRAM every step either way, and
+// passing through L2 it evicts the state, the residual and the activations as the weights did.
+#ifndef STREAM_ATT_EVICT_FIRST
+#define STREAM_ATT_EVICT_FIRST 0
+#endif
 // The producer's part: the block's cached keys and values, stage by stage.
 template <typename T>
 __device__ void persist_produce_streamed_attention(const StreamedAttention<T>& at, int k, PersistStream& q,
@@ -121,7 +128,11 @@ __device__ void persist_produce_streamed_attention(const StreamedAttention<T>& a
         __syncwarp();
         for (int r = lane; r < 2 * nk; r += 32) {
             const T* src = (r < nk ? at.k_cache() : at.v_cache()) + at.slot(s0 + r % nk, g);
+#if STREAM_ATT_EVICT_FIRST
+            bulk_copy_evict_first(dst + (long)r * rbytes, src, (unsigned)rbytes, &rb.full[slot]);
+#else
             bulk_copy(dst + (long)r * rbytes, src, (unsigned)rbytes, &rb.full[slot]);
+#endif
         }
         __syncwarp();
         q.commit(bytes);
