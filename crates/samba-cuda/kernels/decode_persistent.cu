@@ -771,6 +771,23 @@ __device__ void persist_consume_pool(const PersistDense<T>& op, unsigned& stage,
     stage += chunks + PERSIST_CONSUMER_WARPS;
 }
 
+#if STREAM_ATT_READY
+// The qkv + RoPE op's units [u0, u1) stored: one more for each kv group they meet (the streamed
+// attention after it waits for its group's count; persist_streamed_attention.cuh). Units are
+// pairs of rows, (q heads + 2) hd / 2 of them a group. The consumers' barrier orders every
+// thread's stores before thread 0's release.
+template <typename T>
+__device__ void persist_rope_ready(const PersistDense<T>& op, int u0, int u1) {
+    persist_consumers_sync();
+    if (threadIdx.x == 0 && u1 > u0) {
+        u64* ready = (u64*)op.a[PERSIST_ROPE_READY];
+        const int per_group = ((int)op.a[6] + 2) * op.head_dim / 2;
+        for (int g = u0 / per_group; g <= (u1 - 1) / per_group; ++g)
+            asm volatile("red.release.gpu.global.add.u64 [%0], 1;" ::"l"(ready + g) : "memory");
+    }
+}
+#endif
+
 // Op k, a dense layer, on the consumer warps; `stage` counts the block's stages before it.
 template <typename T>
 __device__ void persist_consume(const PersistDense<T>& op, int k, unsigned& stage, const unsigned char* ring,
@@ -833,6 +850,9 @@ __device__ void persist_consume(const PersistDense<T>& op, int k, unsigned& stag
         else if (op.kind == PERSIST_GEMV_SWIGLU && op.fold_w()) ys[2 * (u1 - u0) + i] = uv;
     }
     if (threadIdx.x == 0) PERSIST_TL_MARK(k, 4);  // the units stored
+#if STREAM_ATT_READY
+    if (op.kind == PERSIST_GEMV_ROPE && op.a[PERSIST_ROPE_READY] != 0) persist_rope_ready(op, u0, u1);
+#endif
     int c0, c1;
     if (op.fold_range(u0, u1, c0, c1))
         persist_fold(op, c1 - c0, stage, ring, rb, op.kind == PERSIST_GEMV_CONV ? ys : ys + 2 * (u1 - u0));
@@ -1092,6 +1112,9 @@ __device__ void decode_persistent(const u64* ops, int n_ops, u64* count, u64 bas
         persist_sync.passed = 0;
         persist_sync.poll_ns = poll_ns;
         persist_dyn = PersistDynamic{claims, epoch, ys_floats};
+#if STREAM_ATT_READY
+        stream_att_epoch = epoch;
+#endif
         for (int s = 0; s < PERSIST_SLOTS; ++s) {
             mbar_init(&rb.full[s], 1);
             mbar_init(&rb.empty[s], 1);

@@ -46,6 +46,9 @@
 #define PERSIST_FOLD_N 18       // x_dbl's length, or d_model
 #define PERSIST_FOLD_STRIDE 19  // a row of the transposed weight and a copy of the sums (elements)
 #define PERSIST_FOLD_STAGED 15  // (SwiGLU) a count of the blocks that staged RMSNorm(x), one per step
+// the qkv + RoPE op's, with the streamed attention after it started per kv group (an experiment:
+// STREAM_ATT_READY, kernels/persist_streamed_attention.cuh; src/model/attention_ready.rs)
+#define PERSIST_ROPE_READY 17   // the attention's groups' counters, then their contributors (u64)
 // and the scan step's after it (persist_scan_sums)
 #define PERSIST_SCAN_SUMS 13    // x_dbl's sums, read in place of x_dbl
 #define PERSIST_SCAN_ZERO 14    // the next folded layer's sums, zeroed here

@@ -38,6 +38,35 @@
 #define STREAM_ATT_MERGE_NEXT 13      // the argument the host sets when the next op merges (below)
 #define STREAM_ATT_STAGE_BYTES 16384  // a stage's K and V rows at most (the host sizes the scratch)
 
+// STREAM_ATT_READY (an experiment, off; the host's switch SAMBA_PERSIST_ATT_READY=1 sets the
+// counters: src/model/attention_ready.rs): the phase starts per kv group. The qkv + RoPE op right
+// before it adds one to the counter of each group its block's units meet (persist_rope_ready,
+// kernels/decode_persistent.cu), and group g's blocks here arrive at the grid barrier without
+// waiting for it and wait instead until counter g reaches its contributors (the host counted
+// them) times the steps so far: their qkv rows are written, whatever the other groups' blocks do.
+#ifndef STREAM_ATT_READY
+#define STREAM_ATT_READY 0
+#endif
+#define STREAM_ATT_READY_ARG 14  // the counters (after the merge's flag; 0: the grid barrier)
+#if STREAM_ATT_READY
+__shared__ u64 stream_att_epoch;  // the steps run before this launch (set with the launch's state)
+
+// Arrives at every grid barrier up to k this block has not passed, without waiting for them
+// (persist_pass without its wait: the count stays one arrival a block a barrier).
+__device__ void persist_arrive(int k) {
+    while (persist_sync.passed < k) {
+        const int j = persist_sync.passed + 1;
+        persist_consumers_sync();
+        if (threadIdx.x == 0) {
+            PERSIST_TL(persist_tl_arrive, j);
+            asm volatile("red.release.gpu.global.add.u64 [%0], 1;" ::"l"(persist_sync.count) : "memory");
+            persist_sync.passed = j;
+        }
+        persist_consumers_sync();
+    }
+}
+#endif
+
 // Query position p (batch 1), read once per launch before the block's consumers start: so before
 // any block can pass the barrier of the launch's position advance (block 0 runs it after every
 // block arrived), whatever the producer's pace.
@@ -77,6 +106,8 @@ struct StreamedAttention {
     // (set by the host, PERSIST_HEADS only) the next op, out_proj split by heads, merges the
     // partials and stores this token's k, v: this phase ends with the partials
     __device__ bool merge_next() const { return PERSIST_HEADS && a[STREAM_ATT_MERGE_NEXT] != 0; }
+    // (set by the host, STREAM_ATT_READY only) the groups' counters, then their contributors
+    __device__ const u64* ready() const { return STREAM_ATT_READY ? (const u64*)a[STREAM_ATT_READY_ARG] : nullptr; }
     __device__ int qpg() const { return heads() / kv_heads(); }
     __device__ int row_bytes() const { return hd() * (int)sizeof(T); }
     __device__ int keys_per_stage() const {
@@ -319,6 +350,21 @@ __device__ __forceinline__ void stream_att_warp_keys(StreamAttState& sm, const f
 template <typename T>
 __device__ void persist_streamed_attention(const StreamedAttention<T>& at, int k, unsigned& stage, const unsigned char* ring,
                                        PersistRing& rb, float* sc, int sc_bytes, float* scratch) {
+#if STREAM_ATT_READY
+    if (const u64* ready = at.ready()) {
+        persist_arrive(k);
+        if ((int)blockIdx.x < at.kv_heads() * at.splits()) {
+            if (threadIdx.x == 0) {
+                const int g = (int)blockIdx.x / at.splits();
+                const u64 target = (stream_att_epoch + 1) * ready[at.kv_heads() + g], t0 = persist_now();
+                while (persist_ld_acquire(ready + g) < target)
+                    if (persist_now() - t0 > 1000000000ull) __trap();  // (a second: the counts disagree)
+                PERSIST_TL(persist_tl_pass, k);
+            }
+            persist_consumers_sync();
+        }
+    } else
+#endif
     persist_pass(k);
     const int p = stream_att_pos;
     int g, j0, j1;

@@ -275,6 +275,16 @@ fn decode_case<T: Elem>(
             "{name}: attention layers merged by out_proj split by heads"
         );
     }
+    // SAMBA_PERSIST_ATT_READY=1: every streamed attention layer starts per kv group (its RoPE op
+    // is the one right before it in every recorded step)
+    if acts.persistent_active() && std::env::var("SAMBA_PERSIST_ATT_READY").is_ok_and(|v| v == "1")
+    {
+        assert_eq!(
+            acts.persistent_attention_ready_layers(),
+            acts.persistent_streamed_attention_layers(),
+            "{name}: streamed attention layers started per kv group"
+        );
+    }
     // SAMBA_PERSIST_FC2_FOLD=1: every MLP's fc2 runs folded into its SwiGLU phase
     if acts.persistent_active() && std::env::var("SAMBA_PERSIST_FC2_FOLD").is_ok_and(|v| v == "1") {
         let mlps = (0..config.n_layer)
@@ -289,11 +299,12 @@ fn decode_case<T: Elem>(
     }
     let graph = if acts.persistent_active() {
         format!(
-            "persistent kernel, x_proj folded in {} layers, fc2 in {}, {} streamed attention layers ({} merged by out_proj)",
+            "persistent kernel, x_proj folded in {} layers, fc2 in {}, {} streamed attention layers ({} merged by out_proj, {} started per kv group)",
             acts.persistent_folded_layers(),
             acts.persistent_fc2_folded_layers(),
             acts.persistent_streamed_attention_layers(),
-            acts.persistent_heads_out_proj_layers()
+            acts.persistent_heads_out_proj_layers(),
+            acts.persistent_attention_ready_layers()
         )
     } else if acts.graph_captured() {
         "graph".to_string()

@@ -20,6 +20,7 @@
 //! logits come down after it ([`CudaActivations::logits_f32`]).
 
 mod attention;
+mod attention_ready;
 mod decode;
 mod fc2_fold;
 mod fused;

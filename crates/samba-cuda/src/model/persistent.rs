@@ -23,6 +23,7 @@
 use cudarc::driver::sys::{CUgraphInstantiate_flags, CUstreamCaptureMode};
 use cudarc::driver::{sys, CudaFunction, DevicePtr, LaunchConfig};
 
+use super::attention_ready;
 use super::fc2_fold::{fc2_sites, Fc2Fold};
 use super::heads_out_proj::{heads_sites, HeadsOutProj, HeadsSite, MERGE_NEXT_ARG};
 use super::plan::CudaActivations;
@@ -350,13 +351,16 @@ pub(crate) struct PersistentStep {
     pub streamed_attention_layers: usize,
     /// Attention layers whose out_proj, split by heads, merges them (heads_out_proj.rs).
     pub heads_out_proj_layers: usize,
+    /// Streamed attention layers started per kv group (attention_ready.rs).
+    pub attention_ready_layers: usize,
     /// Buffers the table's words point into besides the activations, the state and the weights,
     /// kept alive: the folded x_proj's (an `XProjFold<T>`, T erased), the folded fc2's (an
-    /// `Fc2Fold<T>`) and the streamed attention's partials.
+    /// `Fc2Fold<T>`), the streamed attention's partials and its groups' counters.
     _fold: Option<Box<dyn std::any::Any + Send + Sync>>,
     _fc2_fold: Option<Box<dyn std::any::Any + Send + Sync>>,
     _heads: Option<Box<dyn std::any::Any + Send + Sync>>,
     _attention_partials: Option<Buffer<f32>>,
+    _attention_ready: Option<Buffer<u64>>,
 }
 
 impl PersistentStep {
@@ -554,6 +558,26 @@ impl PersistentStep {
             drop(guard);
             attention_partials = Some(part);
         }
+        // The streamed attention started per kv group (attention_ready.rs; an experiment)
+        let mut attention_ready = None;
+        if attention_ready::enabled() {
+            let rows: Vec<usize> = streamed.iter().map(|(row, _)| *row).collect();
+            if let Some((sites, words)) =
+                attention_ready::plan(&table, OP_WORDS, &rows, OpKind::GemvRope as u64, blocks)
+            {
+                let buf = dev.upload(&words)?;
+                let (ptr, guard) = buf.device_ptr(dev.stream());
+                for site in &sites {
+                    let at = ptr + (site.offset * size_of::<u64>()) as u64;
+                    table[site.rope_row * OP_WORDS + 4 + attention_ready::ROPE_READY_ARG] = at;
+                    table[site.attention_row * OP_WORDS
+                        + 4
+                        + attention_ready::ATTENTION_READY_ARG] = at;
+                }
+                drop(guard);
+                attention_ready = Some((buf, sites.len()));
+            }
+        }
         // (every attention that leaves its merge to out_proj ran streamed, before its out_proj)
         let merging = streamed
             .iter()
@@ -604,6 +628,8 @@ impl PersistentStep {
             _fc2_fold: fc2.map(|f| Box::new(f) as Box<dyn std::any::Any + Send + Sync>),
             _heads: heads.map(|h| Box::new(h) as Box<dyn std::any::Any + Send + Sync>),
             _attention_partials: attention_partials,
+            attention_ready_layers: attention_ready.as_ref().map_or(0, |(_, n)| *n),
+            _attention_ready: attention_ready.map(|(b, _)| b),
         })
     }
 
@@ -1168,6 +1194,14 @@ mod tests {
             .all(|&a| OpKind::GemvSwiglu.args() <= a && a < MAX_ARGS));
         assert_eq!(define("PERSIST_FOLD_GROUPS") as usize, FOLD_GROUPS);
         assert_eq!(define("STREAM_ATT_MERGE_NEXT") as usize, MERGE_NEXT_ARG);
+        assert_eq!(
+            define("PERSIST_ROPE_READY") as usize,
+            attention_ready::ROPE_READY_ARG
+        );
+        assert_eq!(
+            define("STREAM_ATT_READY_ARG") as usize,
+            attention_ready::ATTENTION_READY_ARG
+        );
         assert_eq!(MERGE_NEXT_ARG + 1, OpKind::StreamedAttention.args());
         assert_eq!(
             define("STREAM_ATT_MAX_KEYS") as usize,

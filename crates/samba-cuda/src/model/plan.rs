@@ -190,6 +190,14 @@ impl<T: Elem> CudaActivations<T> {
             .map_or(0, |p| p.heads_out_proj_layers)
     }
 
+    /// The streamed attention layers the last persistent step started per kv group (0 without
+    /// one; SAMBA_PERSIST_ATT_READY=1, an experiment).
+    pub fn persistent_attention_ready_layers(&self) -> usize {
+        self.persistent
+            .as_ref()
+            .map_or(0, |p| p.attention_ready_layers)
+    }
+
     /// The attention layers the last persistent step ran as streamed phases (0 without a persistent
     /// step; every one by default, none with SAMBA_PERSIST_ATTENTION=own or 1).
     pub fn persistent_streamed_attention_layers(&self) -> usize {
