@@ -276,8 +276,11 @@ fn decode_case<T: Elem>(
         );
     }
     // SAMBA_PERSIST_ATT_READY=1: every streamed attention layer starts per kv group (its RoPE op
-    // is the one right before it in every recorded step)
-    if acts.persistent_active() && std::env::var("SAMBA_PERSIST_ATT_READY").is_ok_and(|v| v == "1")
+    // is the one right before it in every recorded step; a NoPE model's qkv is a plain GEMV and
+    // keeps the barrier)
+    if acts.persistent_active()
+        && config.rope_base.is_some()
+        && std::env::var("SAMBA_PERSIST_ATT_READY").is_ok_and(|v| v == "1")
     {
         assert_eq!(
             acts.persistent_attention_ready_layers(),

@@ -14,7 +14,8 @@
 //! One buffer of u64 holds, per streamed attention op with its RoPE op right before it, the
 //! counters of its kv groups and then their contributors (the host counts the RoPE blocks whose
 //! share meets each group, the kernel's share rule: units [b n / G, (b + 1) n / G)). The counters
-//! only grow (one step adds each group's contributors), so nothing is reset between steps.
+//! only grow (one step adds each group's contributors), so nothing is reset between steps. An
+//! attention whose qkv is a plain GEMV (NoPE) keeps the grid barrier.
 
 /// The RoPE row's argument that points at the attention's counters, and the attention row's
 /// (kernels/decode_persistent.cu: PERSIST_ROPE_READY; persist_streamed_attention.cuh:
