@@ -13,8 +13,10 @@
 //
 //   producer   walks the block's share of every dense op of the launch in order and copies its
 //              weight rows into a ring of shared memory with bulk copies (cp.async.bulk, the
-//              copy engine; no registers held), a stage of whole units at a time, as far ahead
-//              as the ring has room: across the barriers, while the consumers wait at them
+//              copy engine; no registers held; their lines marked to leave L2 first: read once
+//              a step, they would evict what is read again), a stage of whole units at a time,
+//              as far ahead as the ring has room: across the barriers, while the consumers wait
+//              at them
 //   consumers  for op k: pass barrier k (every block has finished op k-1), stage the op's input
 //              row (RMSNorm'd if the op has one) in shared memory, then for each of the block's
 //              stages of op k, warp s % warps takes stage s: waits until its bytes landed, takes
@@ -803,6 +805,15 @@ __device__ void persist_consume(const PersistDense<T>& op, int k, unsigned& stag
     if (!PERSIST_FC2_FOLD && op.kind == PERSIST_GEMV_SWIGLU && op.a[PERSIST_FOLD_W] != 0) __trap();
     PERSIST_PROF_START;
     persist_pass(k);
+#if defined(PERSIST_TIMELINE) && defined(PERSIST_PAGE_PROBE)
+    if (threadIdx.x == 0 && k < PERSIST_TL_OPS && blockIdx.x < PERSIST_TL_BLOCKS) {
+        const char* in = op.x ? (const char*)op.x : (const char*)op.inp;
+        if (in) {
+            persist_tl_probe[k][blockIdx.x][0] = persist_probe_load(in);
+            persist_tl_probe[k][blockIdx.x][1] = persist_probe_load(in + 128);
+        }
+    }
+#endif
     PERSIST_PROF_LAP(PROF_PASS);
 #if PERSIST_NORM_W_LATE
     persist_input_prefetch(nw, op);
@@ -1237,6 +1248,18 @@ __device__ void decode_persistent(const u64* ops, int n_ops, u64* count, u64 bas
                            sum / count, most);
             }
         }
+#ifdef PERSIST_PAGE_PROBE
+        for (int k = 0; k < n_ops && k < PERSIST_TL_OPS; ++k) {
+            if (!PersistDense<T>::is_dense((int)ops[(long)k * PERSIST_OP_WORDS])) continue;
+            double first = 0.0, second = 0.0;
+            for (int b = 0; b < nb; ++b) {
+                first += *(volatile unsigned*)&persist_tl_probe[k][b][0];
+                second += *(volatile unsigned*)&persist_tl_probe[k][b][1];
+            }
+            printf("PERSIST_TLP launch %u op %d kind %d first %.0f second %.0f\n", tl_launch, k,
+                   (int)ops[(long)k * PERSIST_OP_WORDS], first / nb, second / nb);
+        }
+#endif
         // per block, over the launch's dense ops: its work against the ops' means
         for (int b = 0; b < nb; ++b) {
             double w = 0.0;

@@ -184,6 +184,25 @@ __device__ unsigned persist_tl_launches;
 __device__ u64 persist_tl_mark[PERSIST_TL_OPS][PERSIST_TL_BLOCKS][PERSIST_TL_MARKS];
 #define PERSIST_TL_MARK(k, i) \
     if ((k) < PERSIST_TL_OPS && blockIdx.x < PERSIST_TL_BLOCKS) persist_tl_mark[k][blockIdx.x][i] = persist_now()
+// PERSIST_PAGE_PROBE (with PERSIST_TIMELINE; a diagnostic): right after a dense op's barrier,
+// thread 0 times two dependent L2 loads of the op's input (SM cycles), the first line and the
+// next, on the same 2 MB page: if the first takes much longer, it paid an address translation
+// (the weights' ~1300 pages a step stream through every SM's TLBs and the L2 that caches the
+// page tables), not the L2's queues, which both loads meet. Block 0 prints the means per op
+// (PERSIST_TLP lines).
+#ifdef PERSIST_PAGE_PROBE
+__device__ unsigned persist_tl_probe[PERSIST_TL_OPS][PERSIST_TL_BLOCKS][2];
+// The cycles one ld.global.cg of p takes until its value is used.
+__device__ __forceinline__ unsigned persist_probe_load(const void* p) {
+    unsigned v;
+    long long t0, t1;
+    asm volatile("mov.u64 %0, %%clock64;" : "=l"(t0)::"memory");
+    asm volatile("ld.global.cg.u32 %0, [%1];" : "=r"(v) : "l"(p) : "memory");
+    // (the setp waits for v; the clock is read after it in program order)
+    asm volatile("{ .reg .pred q; setp.eq.u32 q, %1, 0x7fc00001; mov.u64 %0, %%clock64; }" : "=l"(t1) : "r"(v) : "memory");
+    return (unsigned)(t1 - t0);
+}
+#endif
 #else
 #define PERSIST_TL(array, j)
 #define PERSIST_TL_MARK(k, i)
