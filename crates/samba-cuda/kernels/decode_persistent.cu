@@ -785,7 +785,8 @@ __device__ void persist_rope_ready(const PersistDense<T>& op, int u0, int u1) {
         u64* ready = (u64*)op.a[PERSIST_ROPE_READY];
         const int per_group = ((int)op.a[6] + 2) * op.head_dim / 2;
         for (int g = u0 / per_group; g <= (u1 - 1) / per_group; ++g)
-            asm volatile("red.release.gpu.global.add.u64 [%0], 1;" ::"l"(ready + g) : "memory");
+            asm volatile("red.release.gpu.global.add.u64 [%0], 1;" ::"l"(ready + STREAM_ATT_READY_STRIDE * g)
+                         : "memory");
     }
 }
 #endif

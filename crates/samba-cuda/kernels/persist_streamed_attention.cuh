@@ -47,7 +47,8 @@
 #ifndef STREAM_ATT_READY
 #define STREAM_ATT_READY 0
 #endif
-#define STREAM_ATT_READY_ARG 14  // the counters (after the merge's flag; 0: the grid barrier)
+#define STREAM_ATT_READY_ARG 14    // the counters (after the merge's flag; 0: the grid barrier)
+#define STREAM_ATT_READY_STRIDE 16  // words from a group's counter to the next (a line each)
 #if STREAM_ATT_READY
 __shared__ u64 stream_att_epoch;  // the steps run before this launch (set with the launch's state)
 
@@ -106,7 +107,8 @@ struct StreamedAttention {
     // (set by the host, PERSIST_HEADS only) the next op, out_proj split by heads, merges the
     // partials and stores this token's k, v: this phase ends with the partials
     __device__ bool merge_next() const { return PERSIST_HEADS && a[STREAM_ATT_MERGE_NEXT] != 0; }
-    // (set by the host, STREAM_ATT_READY only) the groups' counters, then their contributors
+    // (set by the host, STREAM_ATT_READY only) the groups' counters (STREAM_ATT_READY_STRIDE words
+    // apart), then their contributors
     __device__ const u64* ready() const { return STREAM_ATT_READY ? (const u64*)a[STREAM_ATT_READY_ARG] : nullptr; }
     __device__ int qpg() const { return heads() / kv_heads(); }
     __device__ int row_bytes() const { return hd() * (int)sizeof(T); }
@@ -356,12 +358,17 @@ __device__ void persist_streamed_attention(const StreamedAttention<T>& at, int k
         if ((int)blockIdx.x < at.kv_heads() * at.splits()) {
             if (threadIdx.x == 0) {
                 const int g = (int)blockIdx.x / at.splits();
-                const u64 target = (stream_att_epoch + 1) * ready[at.kv_heads() + g], t0 = persist_now();
-                while (persist_ld_acquire(ready + g) < target)
+                const u64 target = (stream_att_epoch + 1) * ready[STREAM_ATT_READY_STRIDE * at.kv_heads() + g];
+                const u64 t0 = persist_now();
+                while (persist_ld_acquire(ready + STREAM_ATT_READY_STRIDE * g) < target) {
+                    if (persist_sync.poll_ns > 0) __nanosleep(persist_sync.poll_ns);
                     if (persist_now() - t0 > 1000000000ull) __trap();  // (a second: the counts disagree)
+                }
                 PERSIST_TL(persist_tl_pass, k);
             }
             persist_consumers_sync();
+        } else if (threadIdx.x == 0) {
+            PERSIST_TL(persist_tl_pass, k);  // (no range: it waits for nothing)
         }
     } else
 #endif

@@ -275,12 +275,14 @@ fn decode_case<T: Elem>(
             "{name}: attention layers merged by out_proj split by heads"
         );
     }
-    // SAMBA_PERSIST_ATT_READY=1: every streamed attention layer starts per kv group (its RoPE op
-    // is the one right before it in every recorded step; a NoPE model's qkv is a plain GEMV and
-    // keeps the barrier)
+    // SAMBA_PERSIST_ATT_READY=1 with the kernels' STREAM_ATT_READY=1: every streamed attention
+    // layer starts per kv group (its RoPE op is the one right before it in every recorded step; a
+    // NoPE model's qkv is a plain GEMV and keeps the barrier)
     if acts.persistent_active()
         && config.rope_base.is_some()
         && std::env::var("SAMBA_PERSIST_ATT_READY").is_ok_and(|v| v == "1")
+        && std::env::var("SAMBA_NVRTC_DEFINES")
+            .is_ok_and(|d| d.split_whitespace().any(|w| w == "STREAM_ATT_READY=1"))
     {
         assert_eq!(
             acts.persistent_attention_ready_layers(),

@@ -12,10 +12,13 @@
 //! staged its qkv row ~3 us after the barrier: docs/gpu.md, session 11).
 //!
 //! One buffer of u64 holds, per streamed attention op with its RoPE op right before it, the
-//! counters of its kv groups and then their contributors (the host counts the RoPE blocks whose
+//! counters of its kv groups (COUNTER_STRIDE words apart) and then their contributors (the host counts the RoPE blocks whose
 //! share meets each group, the kernel's share rule: units [b n / G, (b + 1) n / G)). The counters
 //! only grow (one step adds each group's contributors), so nothing is reset between steps. An
-//! attention whose qkv is a plain GEMV (NoPE) keeps the grid barrier.
+//! attention whose qkv is a plain GEMV (NoPE) keeps the grid barrier. (A step whose launches
+//! failed part way, after a RoPE op ran, would leave its counters a step ahead and the next
+//! steps' attention unsynchronised; a failed launch leaves the CUDA context unusable anyway, and
+//! this is an experiment.)
 
 /// The RoPE row's argument that points at the attention's counters, and the attention row's
 /// (kernels/decode_persistent.cu: PERSIST_ROPE_READY; persist_streamed_attention.cuh:
@@ -30,13 +33,24 @@ const ROPE_QKV: usize = 0;
 const ROPE_HEAD_DIM: usize = 5;
 const ROPE_Q_PER_KV: usize = 6;
 const ROPE_ROWS: usize = 15;
-/// attention_decode_fwd's: the qkv row it reads and the kv heads.
+/// attention_decode_fwd's: the qkv row it reads, the heads, the kv heads and head_dim.
 const ATTENTION_QKV: usize = 3;
+const ATTENTION_HEADS: usize = 7;
 const ATTENTION_KV_HEADS: usize = 8;
+const ATTENTION_HEAD_DIM: usize = 9;
 
-/// SAMBA_PERSIST_ATT_READY=1 (with the kernel compiled with STREAM_ATT_READY=1).
+/// Words from one group's counter to the next: each on a 128-byte line of its own, apart from the
+/// lines the other groups' blocks add to and poll (kernels/persist_streamed_attention.cuh:
+/// STREAM_ATT_READY_STRIDE).
+pub(crate) const COUNTER_STRIDE: usize = 16;
+
+/// SAMBA_PERSIST_ATT_READY=1 with the kernels compiled with STREAM_ATT_READY=1 (in
+/// SAMBA_NVRTC_DEFINES): without the define the kernel would ignore the counters and keep the
+/// barrier, and the step would say otherwise.
 pub(crate) fn enabled() -> bool {
     std::env::var("SAMBA_PERSIST_ATT_READY").is_ok_and(|v| v == "1")
+        && std::env::var("SAMBA_NVRTC_DEFINES")
+            .is_ok_and(|d| d.split_whitespace().any(|w| w == "STREAM_ATT_READY=1"))
 }
 
 /// A streamed attention op the counters serve: its table row, the RoPE op's row right before it,
@@ -97,9 +111,18 @@ pub(crate) fn plan(
             low(arg(rope, ROPE_Q_PER_KV)),
             low(arg(rope, ROPE_ROWS)),
         );
-        let groups = low(arg(row, ATTENTION_KV_HEADS));
+        let (heads, groups) = (
+            low(arg(row, ATTENTION_HEADS)),
+            low(arg(row, ATTENTION_KV_HEADS)),
+        );
         let per_group = (qpg + 2) * hd / 2;
-        if groups == 0 || per_group == 0 || groups * per_group != rows / 2 {
+        // (the attention's shape is the RoPE op's: its groups' rows are the units counted)
+        let same = groups > 0
+            && hd == low(arg(row, ATTENTION_HEAD_DIM))
+            && heads == qpg * groups
+            && per_group > 0
+            && groups * per_group == rows / 2;
+        if !same {
             continue;
         }
         sites.push(ReadySite {
@@ -107,7 +130,7 @@ pub(crate) fn plan(
             rope_row: rope,
             offset: words.len(),
         });
-        words.extend(std::iter::repeat_n(0, groups));
+        words.extend(std::iter::repeat_n(0, groups * COUNTER_STRIDE));
         words.extend(contributors(rows / 2, blocks, groups, per_group));
     }
     (!sites.is_empty()).then_some((sites, words))
@@ -170,7 +193,9 @@ mod tests {
         table[4 + ROPE_ROWS] = 24;
         table[W] = 9;
         table[W + 4 + ATTENTION_QKV] = 0x1000;
+        table[W + 4 + ATTENTION_HEADS] = 2;
         table[W + 4 + ATTENTION_KV_HEADS] = 2;
+        table[W + 4 + ATTENTION_HEAD_DIM] = 4;
         table[2 * W] = 2;
         table[3 * W] = 9;
         table[3 * W + 4 + ATTENTION_QKV] = 0x2000;
@@ -185,8 +210,13 @@ mod tests {
             }]
         );
         // 12 pairs over 4 blocks: [0,3) [3,6) [6,9) [9,12); groups of 6: blocks 0,1 | 2,3
-        assert_eq!(words, vec![0, 0, 2, 2]);
-        // a qkv of another length than the groups say: not taken
+        let mut want = vec![0; 2 * COUNTER_STRIDE];
+        want.extend([2, 2]);
+        assert_eq!(words, want);
+        // an attention of another head_dim, or another length of qkv: not taken
+        table[W + 4 + ATTENTION_HEAD_DIM] = 8;
+        assert!(plan(&table, W, &[1, 3], ROPE, 4).is_none());
+        table[W + 4 + ATTENTION_HEAD_DIM] = 4;
         table[4 + ROPE_ROWS] = 26;
         assert!(plan(&table, W, &[1, 3], ROPE, 4).is_none());
     }

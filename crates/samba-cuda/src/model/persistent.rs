@@ -1202,6 +1202,19 @@ mod tests {
             define("STREAM_ATT_READY_ARG") as usize,
             attention_ready::ATTENTION_READY_ARG
         );
+        assert_eq!(
+            define("STREAM_ATT_READY_STRIDE") as usize,
+            attention_ready::COUNTER_STRIDE
+        );
+        // (the counters' words past the ops' own arguments, within the table's row)
+        assert!(attention_ready::ROPE_READY_ARG >= OpKind::GemvRope.args());
+        assert!(attention_ready::ATTENTION_READY_ARG >= OpKind::StreamedAttention.args());
+        const {
+            assert!(
+                attention_ready::ROPE_READY_ARG < MAX_ARGS
+                    && attention_ready::ATTENTION_READY_ARG < MAX_ARGS
+            )
+        };
         assert_eq!(MERGE_NEXT_ARG + 1, OpKind::StreamedAttention.args());
         assert_eq!(
             define("STREAM_ATT_MAX_KEYS") as usize,
