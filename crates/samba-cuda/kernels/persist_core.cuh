@@ -208,9 +208,11 @@ __device__ __forceinline__ unsigned persist_probe_load(const void* p) {
 #define PERSIST_TL_MARK(k, i)
 #endif
 
-// Passes every barrier up to k this block has not passed yet (uniform over the consumers).
-// (S counters on their own lines, block b arriving at b % S, measured no faster:
-// PERSIST_BARRIER_SPLIT, sessions 7-8, docs/gpu.md.)
+// Passes every barrier up to k this block has not passed yet (uniform over the consumers); with
+// WAIT false, only arrives at them (the streamed attention started per kv group waits on its
+// group's counter instead: STREAM_ATT_READY). (S counters on their own lines, block b arriving
+// at b % S, measured no faster: PERSIST_BARRIER_SPLIT, sessions 7-8, docs/gpu.md.)
+template <bool WAIT = true>
 __device__ __forceinline__ void persist_pass(int k) {
     while (persist_sync.passed < k) {
         const int j = persist_sync.passed + 1;
@@ -224,10 +226,10 @@ __device__ __forceinline__ void persist_pass(int k) {
             asm volatile("red.release.gpu.global.add.u64 [%0], 1;" ::"l"(persist_sync.count) : "memory");
             // (PERSIST_NO_BARRIER, timing only: wrong results; arrives without waiting, so the
             // step is the ring's stream and the ops' own work without the barriers' waits)
-            while (!PERSIST_NO_BARRIER && persist_ld_acquire(persist_sync.count) < target) {
+            while (WAIT && !PERSIST_NO_BARRIER && persist_ld_acquire(persist_sync.count) < target) {
                 if (persist_sync.poll_ns > 0) __nanosleep(persist_sync.poll_ns);
             }
-            PERSIST_TL(persist_tl_pass, j);
+            if (WAIT) PERSIST_TL(persist_tl_pass, j);
             persist_sync.passed = j;
         }
         persist_consumers_sync();

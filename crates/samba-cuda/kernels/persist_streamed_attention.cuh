@@ -51,21 +51,6 @@
 #define STREAM_ATT_READY_STRIDE 16  // words from a group's counter to the next (a line each)
 #if STREAM_ATT_READY
 __shared__ u64 stream_att_epoch;  // the steps run before this launch (set with the launch's state)
-
-// Arrives at every grid barrier up to k this block has not passed, without waiting for them
-// (persist_pass without its wait: the count stays one arrival a block a barrier).
-__device__ void persist_arrive(int k) {
-    while (persist_sync.passed < k) {
-        const int j = persist_sync.passed + 1;
-        persist_consumers_sync();
-        if (threadIdx.x == 0) {
-            PERSIST_TL(persist_tl_arrive, j);
-            asm volatile("red.release.gpu.global.add.u64 [%0], 1;" ::"l"(persist_sync.count) : "memory");
-            persist_sync.passed = j;
-        }
-        persist_consumers_sync();
-    }
-}
 #endif
 
 // Query position p (batch 1), read once per launch before the block's consumers start: so before
@@ -354,9 +339,9 @@ __device__ void persist_streamed_attention(const StreamedAttention<T>& at, int k
                                        PersistRing& rb, float* sc, int sc_bytes, float* scratch) {
 #if STREAM_ATT_READY
     if (const u64* ready = at.ready()) {
-        persist_arrive(k);
-        if ((int)blockIdx.x < at.kv_heads() * at.splits()) {
-            if (threadIdx.x == 0) {
+        persist_pass<false>(k);
+        if (threadIdx.x == 0) {
+            if ((int)blockIdx.x < at.kv_heads() * at.splits()) {  // (a block with no range waits for nothing)
                 const int g = (int)blockIdx.x / at.splits();
                 const u64 target = (stream_att_epoch + 1) * ready[STREAM_ATT_READY_STRIDE * at.kv_heads() + g];
                 const u64 t0 = persist_now();
@@ -364,12 +349,10 @@ __device__ void persist_streamed_attention(const StreamedAttention<T>& at, int k
                     if (persist_sync.poll_ns > 0) __nanosleep(persist_sync.poll_ns);
                     if (persist_now() - t0 > 1000000000ull) __trap();  // (a second: the counts disagree)
                 }
-                PERSIST_TL(persist_tl_pass, k);
             }
-            persist_consumers_sync();
-        } else if (threadIdx.x == 0) {
-            PERSIST_TL(persist_tl_pass, k);  // (no range: it waits for nothing)
+            PERSIST_TL(persist_tl_pass, k);
         }
+        persist_consumers_sync();
     } else
 #endif
     persist_pass(k);

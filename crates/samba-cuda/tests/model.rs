@@ -280,9 +280,7 @@ fn decode_case<T: Elem>(
     // NoPE model's qkv is a plain GEMV and keeps the barrier)
     if acts.persistent_active()
         && config.rope_base.is_some()
-        && std::env::var("SAMBA_PERSIST_ATT_READY").is_ok_and(|v| v == "1")
-        && std::env::var("SAMBA_NVRTC_DEFINES")
-            .is_ok_and(|d| d.split_whitespace().any(|w| w == "STREAM_ATT_READY=1"))
+        && samba_cuda::model::persistent_attention_ready_enabled()
     {
         assert_eq!(
             acts.persistent_attention_ready_layers(),

@@ -46,8 +46,9 @@ pub(crate) const COUNTER_STRIDE: usize = 16;
 
 /// SAMBA_PERSIST_ATT_READY=1 with the kernels compiled with STREAM_ATT_READY=1 (in
 /// SAMBA_NVRTC_DEFINES): without the define the kernel would ignore the counters and keep the
-/// barrier, and the step would say otherwise.
-pub(crate) fn enabled() -> bool {
+/// barrier, and the step would say otherwise. (Public as
+/// `samba_cuda::model::persistent_attention_ready_enabled`, for the tests that check it took.)
+pub fn enabled() -> bool {
     std::env::var("SAMBA_PERSIST_ATT_READY").is_ok_and(|v| v == "1")
         && std::env::var("SAMBA_NVRTC_DEFINES")
             .is_ok_and(|d| d.split_whitespace().any(|w| w == "STREAM_ATT_READY=1"))

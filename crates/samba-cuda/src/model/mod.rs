@@ -33,6 +33,7 @@ mod state;
 mod streamed_attention;
 mod xproj_fold;
 
+pub use attention_ready::enabled as persistent_attention_ready_enabled;
 pub use decode::DecodeKernels;
 pub use plan::{activation_bytes, describe_step, CudaActivations, LogitRows};
 pub use state::CudaDecodeState;
