@@ -192,14 +192,20 @@ __device__ u64 persist_tl_mark[PERSIST_TL_OPS][PERSIST_TL_BLOCKS][PERSIST_TL_MAR
 // (PERSIST_TLP lines).
 #ifdef PERSIST_PAGE_PROBE
 __device__ unsigned persist_tl_probe[PERSIST_TL_OPS][PERSIST_TL_BLOCKS][2];
-// The cycles one ld.global.cg of p takes until its value is used.
+// The cycles one ld.global.cg of p takes until its value is used. (The value is stored to shared
+// memory before the clock is read: the SM issues in order, and the store waits for the load. Session
+// 11's version tested the value with a setp whose result nothing used; ptxas dropped it, and the
+// probe read 2 cycles.)
 __device__ __forceinline__ unsigned persist_probe_load(const void* p) {
+    __shared__ unsigned sink;
     unsigned v;
     long long t0, t1;
     asm volatile("mov.u64 %0, %%clock64;" : "=l"(t0)::"memory");
     asm volatile("ld.global.cg.u32 %0, [%1];" : "=r"(v) : "l"(p) : "memory");
-    // (the setp waits for v; the clock is read after it in program order)
-    asm volatile("{ .reg .pred q; setp.eq.u32 q, %1, 0x7fc00001; mov.u64 %0, %%clock64; }" : "=l"(t1) : "r"(v) : "memory");
+    asm volatile("st.volatile.shared.u32 [%1], %2;\n\tmov.u64 %0, %%clock64;"
+                 : "=l"(t1)
+                 : "r"((unsigned)__cvta_generic_to_shared(&sink)), "r"(v)
+                 : "memory");
     return (unsigned)(t1 - t0);
 }
 #endif
@@ -320,9 +326,21 @@ struct PersistRing {
 #if PERSIST_MAX_INFLIGHT >= PERSIST_SLOTS
 #error "PERSIST_MAX_INFLIGHT must be below PERSIST_SLOTS"
 #endif
+//
+// PERSIST_MAX_INFLIGHT_BYTES (an experiment, off): the same bound in bytes rather than stages
+// (the ops' stages are 9-14 KB: one row of 12288 or 9216 bytes, three of 4608), so that every op
+// keeps about as many bytes in flight: the producer requests a stage only once the bytes requested
+// and not landed, this stage's with them, are at most this many (or nothing else is in flight).
+#ifndef PERSIST_MAX_INFLIGHT_BYTES
+#define PERSIST_MAX_INFLIGHT_BYTES 0
+#endif
 struct PersistStream {
     u64 head, tail;
     unsigned issued, freed;
+#if PERSIST_MAX_INFLIGHT_BYTES > 0
+    unsigned landed = 0;  // stages known to have landed (the producer waited on their full barrier)
+    u64 landed_end = 0;   // the end of the last of them in the stream of bytes
+#endif
 
     // the ring's bytes a stage of `bytes` takes
     __device__ static unsigned room(unsigned bytes) {
@@ -353,6 +371,21 @@ struct PersistStream {
         if (issued >= PERSIST_MAX_INFLIGHT) {
             const unsigned o = issued - PERSIST_MAX_INFLIGHT;
             mbar_wait(&rb.full[o % PERSIST_SLOTS], (o / PERSIST_SLOTS) & 1);
+        }
+#endif
+#if PERSIST_MAX_INFLIGHT_BYTES > 0
+        // (freed stages have landed; a stage's slot is not reused before it is freed, so the
+        // waits below are on stages whose slot still holds them; lane 0 wrote their ends)
+        __syncwarp();
+        if (landed < freed) {
+            landed = freed;
+            landed_end = tail;
+        }
+        while (landed < issued && head + bytes - landed_end > PERSIST_MAX_INFLIGHT_BYTES) {
+            const unsigned l = landed % PERSIST_SLOTS;
+            mbar_wait(&rb.full[l], (landed / PERSIST_SLOTS) & 1);
+            landed_end = rb.end[l];
+            ++landed;
         }
 #endif
 #ifdef PERSIST_PROFILE
