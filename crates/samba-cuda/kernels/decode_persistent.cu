@@ -526,6 +526,82 @@ __device__ void persist_heads_merge(T* xs, const PersistDense<T>& op, float* scr
     persist_consumers_sync();
 }
 
+#if PERSIST_LL
+// The tagged act (PERSIST_LL, kernels/persist_core.cuh): fc2's input words, if op k reads them
+// (a plain GEMV of bf16 without a norm, not a launch's first op, with the host's word), and the
+// words the SwiGLU op writes.
+template <typename T>
+__device__ __forceinline__ const u32* persist_ll_input(const PersistDense<T>& op, int k) {
+    if (sizeof(T) != 2 || k == 0 || op.kind != PERSIST_GEMV || op.x) return nullptr;
+    return (const u32*)op.a[PERSIST_LL_ACT];
+}
+template <typename T>
+__device__ __forceinline__ u32* persist_ll_output(const PersistDense<T>& op) {
+    return sizeof(T) == 2 && op.kind == PERSIST_GEMV_SWIGLU ? (u32*)op.a[PERSIST_LL_ACT] : nullptr;
+}
+// The bits of v as T stores it (T of 2 bytes).
+template <typename T>
+__device__ __forceinline__ u32 persist_bits16(float v) {
+    T t;
+    st(&t, v);
+    return (u32) * reinterpret_cast<const unsigned short*>(&t);
+}
+__device__ __forceinline__ uint4 persist_ld_relaxed_v4(const u32* p) {
+    uint4 v;
+    asm volatile("ld.relaxed.gpu.global.v4.u32 {%0, %1, %2, %3}, [%4];"
+                 : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+                 : "l"(p));
+    return v;
+}
+__device__ __forceinline__ bool persist_ll_ok(const uint4& v, u32 tag) {
+    return (v.x >> 16) == tag && (v.y >> 16) == tag && (v.z >> 16) == tag && (v.w >> 16) == tag;
+}
+// The four words at p once each carries `tag` (loaded again until then; out of line: the wait is
+// the rare case, and its registers stay out of the staging's); a second without them traps (the
+// tags disagree).
+__device__ __noinline__ uint4 persist_ll_spin(const u32* p, u32 tag) {
+    const u64 t0 = persist_now();
+    uint4 v;
+    do {
+        if (persist_sync.poll_ns > 0) __nanosleep(persist_sync.poll_ns);
+        if (persist_now() - t0 > 1000000000ull) __trap();
+        v = persist_ld_relaxed_v4(p);
+    } while (!persist_ll_ok(v, tag));
+    return v;
+}
+// (vectors of words a thread has in flight at once: fewer than the plain row's registers, which
+// the kernel's register budget, at its cap, does not spare twice)
+#ifndef PERSIST_LL_VECS
+#define PERSIST_LL_VECS 3
+#endif
+// xs[0, in) = the values of the words ll[0, in) once each carries `tag` (in a multiple of 4, ll
+// 16-byte aligned: the host's checks), through r (the plain input's registers). Each thread loads
+// its vectors of four words at once and loads again any vector not yet written; a second without
+// its words traps (the tags disagree).
+template <typename T>
+__device__ __forceinline__ void persist_stage_ll(T* xs, PersistInputRegs& r, const u32* ll, int in, u32 tag) {
+    const int nv = in / 4;
+    for (int b = 0; b < nv; b += PERSIST_LL_VECS * PERSIST_CONSUMERS) {
+#pragma unroll
+        for (int j = 0; j < PERSIST_LL_VECS; ++j) {
+            const int id = b + threadIdx.x + j * PERSIST_CONSUMERS;
+            if (id < nv) r.v[j] = persist_ld_relaxed_v4(ll + 4 * id);
+        }
+#pragma unroll
+        for (int j = 0; j < PERSIST_LL_VECS; ++j) {
+            const int id = b + threadIdx.x + j * PERSIST_CONSUMERS;
+            if (id < nv) {
+                if (!persist_ll_ok(r.v[j], tag)) r.v[j] = persist_ll_spin(ll + 4 * id, tag);
+                uint2 v;
+                v.x = (r.v[j].x & 0xffffu) | (r.v[j].y << 16);
+                v.y = (r.v[j].z & 0xffffu) | (r.v[j].w << 16);
+                reinterpret_cast<uint2*>(xs)[id] = v;
+            }
+        }
+    }
+}
+#endif
+
 template <typename T>
 __device__ void persist_stage_input(T* xs, const PersistDense<T>& op, const PersistInputRegs& nw, float* scratch) {
     const int in = op.in;
@@ -580,6 +656,7 @@ __device__ void persist_stage_input(T* xs, const PersistDense<T>& op, const Pers
         for (int i = threadIdx.x; i < in; i += PERSIST_CONSUMERS) st(xs + i, op.x[i] * rs * ld(xs + i));
     persist_consumers_sync();
 }
+
 
 // ys[r] = the dot products of rows [r, r + R) in the ring (a stride of rs bytes) with xs, by one
 // warp (lane 0 stores): each input vector is unpacked once for the R rows. Each row's sum is one
@@ -805,7 +882,16 @@ __device__ void persist_consume(const PersistDense<T>& op, int k, unsigned& stag
 #endif
     if (!PERSIST_FC2_FOLD && op.kind == PERSIST_GEMV_SWIGLU && op.a[PERSIST_FOLD_W] != 0) __trap();
     PERSIST_PROF_START;
+#if PERSIST_LL
+    const u32* ll_in = persist_ll_input(op, k);
+    if (ll_in) {
+        if (threadIdx.x == 0) PERSIST_TL(persist_tl_pass, k);  // (the timeline's marks count from here)
+    } else {
+        persist_pass(k);
+    }
+#else
     persist_pass(k);
+#endif
 #if defined(PERSIST_TIMELINE) && defined(PERSIST_PAGE_PROBE)
     if (threadIdx.x == 0 && k < PERSIST_TL_OPS && blockIdx.x < PERSIST_TL_BLOCKS) {
         const char* in = op.x ? (const char*)op.x : (const char*)op.inp;
@@ -823,8 +909,20 @@ __device__ void persist_consume(const PersistDense<T>& op, int k, unsigned& stag
     op.share(u0, u1, per);
     // The epilogue's reads of this thread's first unit, requested before the input row's (they
     // land while it is staged and the dot products run, not on the way to the next barrier).
+#if PERSIST_LL
+    // (the tagged input first, without the epilogue's reads in flight: their registers held
+    // across it spilled; they are requested after it, and land during the dot products)
+    if (ll_in) {
+        PersistInputRegs r;
+        persist_stage_ll(xs, r, ll_in, op.in, persist_ll_tag(k - 1));
+        persist_consumers_sync();
+    }
+#endif
     PersistPre<T> pre;
     if (threadIdx.x < u1 - u0) persist_prefetch(op, u0 + threadIdx.x, pre);
+#if PERSIST_LL
+    if (!ll_in)
+#endif
     persist_stage_input(xs, op, nw, scratch);
     if (threadIdx.x == 0) {
         PERSIST_TL_MARK(k, 1);  // the input row staged
@@ -853,9 +951,18 @@ __device__ void persist_consume(const PersistDense<T>& op, int k, unsigned& stag
     persist_consumers_sync();
     if (threadIdx.x == 0) PERSIST_TL_MARK(k, 3);  // every dot product done
     PERSIST_PROF_LAP(PROF_SYNC);
+#if PERSIST_LL
+    u32* ll_out = persist_ll_output(op);
+    const u32 ll_tag = persist_ll_tag(k) << 16;
+#endif
     for (int i = threadIdx.x; i < u1 - u0; i += PERSIST_CONSUMERS) {
         if (i != threadIdx.x) persist_prefetch(op, u0 + i, pre);
         const float uv = persist_store(op, u0 + i, ys + i * op.nr, pre);
+#if PERSIST_LL
+        if (ll_out)
+            asm volatile("st.relaxed.gpu.global.u32 [%0], %1;" ::"l"(ll_out + u0 + i), "r"(persist_bits16<T>(uv) | ll_tag)
+                         : "memory");
+#endif
         // the folded op's inputs: conv's u in place of its sum (one row per unit: this thread's
         // own), SwiGLU's act after the sums (the host sizes ys for them)
         if (op.kind == PERSIST_GEMV_CONV) ys[i] = uv;
@@ -1126,6 +1233,9 @@ __device__ void decode_persistent(const u64* ops, int n_ops, u64* count, u64 bas
         persist_dyn = PersistDynamic{claims, epoch, ys_floats};
 #if STREAM_ATT_READY
         stream_att_epoch = epoch;
+#endif
+#if PERSIST_LL
+        persist_ll_ordinal = (u32)((base / gridDim.x) % 65535ull);
 #endif
         for (int s = 0; s < PERSIST_SLOTS; ++s) {
             mbar_init(&rb.full[s], 1);

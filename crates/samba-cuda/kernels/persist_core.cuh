@@ -54,6 +54,9 @@
 #define PERSIST_SCAN_ZERO 14    // the next folded layer's sums, zeroed here
 #define PERSIST_SCAN_STRIDE 16  // PERSIST_FOLD_STRIDE's value
 
+// and the SwiGLU's and fc2's, with act passed as tagged words (PERSIST_LL, below)
+#define PERSIST_LL_ACT 14       // act's tagged words (u32: the bf16 value, its writer's tag above it)
+
 typedef unsigned long long u64;
 
 __device__ __forceinline__ u64 persist_ld_acquire(const u64* p) {
@@ -214,10 +217,55 @@ __device__ __forceinline__ unsigned persist_probe_load(const void* p) {
 #define PERSIST_TL_MARK(k, i)
 #endif
 
+// PERSIST_LL (an experiment, off; the host's SAMBA_PERSIST_LL=1, src/model/ll_act.rs): fc2 reads
+// the SwiGLU's act as tagged words instead of waiting at the grid barrier between them, as
+// NCCL's low-latency protocol does. The SwiGLU stores each element of act a second time as one
+// 32-bit word, its bf16 bits below a tag naming the op that wrote it (below); fc2's consumers
+// load the words (relaxed, past L1) and load again those whose tag is not the one they expect.
+// A 32-bit store is single-copy atomic, so a word with the right tag holds the right value. So
+// the boundary costs one round trip to L2 for the input, not the writer's release, the count's
+// landing, the poll that sees it and then the input's load.
+//   The tag of op k of a launch: 1 + (base / G + k) mod 65535, base / G being the barriers
+// before the launch (every step's barriers count on; the step's launches share an ordinal only
+// between the last op of one and the first of the next, and fc2 at a launch's first op keeps its
+// barrier-less kernel boundary). A stale word is at most a step (~93 ops) old, so its tag is not
+// the one expected; the words start at zero, a tag never made.
+//   fc2 arrives at its barrier later, with the next op's (one reduction of two), so the counts
+// stay those of the barriers; what the grid barrier ordered is now ordered by the data: a block
+// writes the residual in fc2 only after reading every block's act, which each block wrote after
+// reading the residual for the SwiGLU's RMSNorm.
+#ifndef PERSIST_LL
+#define PERSIST_LL 0
+#endif
+__shared__ u32 persist_ll_ordinal;  // base / G mod 65535 (set once a launch)
+__device__ __forceinline__ u32 persist_ll_tag(int k) {
+    return 1u + (persist_ll_ordinal + (u32)k) % 65535u;
+}
+
 // Passes every barrier up to k this block has not passed yet (uniform over the consumers); with
 // WAIT false, only arrives at them (the streamed attention started per kv group waits on its
 // group's counter instead: STREAM_ATT_READY). (S counters on their own lines, block b arriving
 // at b % S, measured no faster: PERSIST_BARRIER_SPLIT, sessions 7-8, docs/gpu.md.)
+#if PERSIST_LL
+// (with the tagged act, a block skips fc2's barrier and arrives at it with the next: one
+// reduction adding both, one poll)
+template <bool WAIT = true>
+__device__ __forceinline__ void persist_pass(int k) {
+    if (persist_sync.passed >= k) return;
+    persist_consumers_sync();
+    if (threadIdx.x == 0) {
+        for (int j = persist_sync.passed + 1; j <= k; ++j) PERSIST_TL(persist_tl_arrive, j);
+        const u64 n = (u64)(k - persist_sync.passed), target = persist_sync.base + (u64)k * gridDim.x;
+        asm volatile("red.release.gpu.global.add.u64 [%0], %1;" ::"l"(persist_sync.count), "l"(n) : "memory");
+        while (WAIT && !PERSIST_NO_BARRIER && persist_ld_acquire(persist_sync.count) < target) {
+            if (persist_sync.poll_ns > 0) __nanosleep(persist_sync.poll_ns);
+        }
+        if (WAIT) PERSIST_TL(persist_tl_pass, k);
+        persist_sync.passed = k;
+    }
+    persist_consumers_sync();
+}
+#else
 template <bool WAIT = true>
 __device__ __forceinline__ void persist_pass(int k) {
     while (persist_sync.passed < k) {
@@ -241,6 +289,7 @@ __device__ __forceinline__ void persist_pass(int k) {
         persist_consumers_sync();
     }
 }
+#endif
 
 // Profiling (compile with SAMBA_NVRTC_DEFINES=PERSIST_PROFILE): thread 0 of the consumers and
 // lane 0 of the producer add up SM cycles per part of the work, and block 0 prints them when a

@@ -288,6 +288,24 @@ fn decode_case<T: Elem>(
             "{name}: streamed attention layers started per kv group"
         );
     }
+    // SAMBA_PERSIST_LL=1 with the kernels' PERSIST_LL=1: in bf16, fc2 reads its SwiGLU's act as
+    // tagged words in every MLP but those whose fc2 starts a launch of the step (at most one per
+    // MAX_LAUNCH_OPS ops: none in the tiny layouts)
+    if acts.persistent_active() && samba_cuda::model::persistent_ll_enabled() {
+        let mlps = (0..config.n_layer)
+            .flat_map(|i| config.layout.sublayers(i))
+            .filter(|s| matches!(s, Sublayer::Mlp | Sublayer::Mlp2))
+            .count();
+        let ll = acts.persistent_ll_act_layers();
+        if size_of::<T>() == 2 {
+            assert!(
+                ll <= mlps && ll + mlps / 16 >= mlps && (mlps == 0 || ll > 0),
+                "{name}: {ll} of {mlps} MLPs read the tagged act"
+            );
+        } else {
+            assert_eq!(ll, 0, "{name}: the tagged act is bf16 only");
+        }
+    }
     // SAMBA_PERSIST_FC2_FOLD=1: every MLP's fc2 runs folded into its SwiGLU phase
     if acts.persistent_active() && std::env::var("SAMBA_PERSIST_FC2_FOLD").is_ok_and(|v| v == "1") {
         let mlps = (0..config.n_layer)
@@ -302,12 +320,13 @@ fn decode_case<T: Elem>(
     }
     let graph = if acts.persistent_active() {
         format!(
-            "persistent kernel, x_proj folded in {} layers, fc2 in {}, {} streamed attention layers ({} merged by out_proj, {} started per kv group)",
+            "persistent kernel, x_proj folded in {} layers, fc2 in {}, {} streamed attention layers ({} merged by out_proj, {} started per kv group), act tagged in {}",
             acts.persistent_folded_layers(),
             acts.persistent_fc2_folded_layers(),
             acts.persistent_streamed_attention_layers(),
             acts.persistent_heads_out_proj_layers(),
-            acts.persistent_attention_ready_layers()
+            acts.persistent_attention_ready_layers(),
+            acts.persistent_ll_act_layers()
         )
     } else if acts.graph_captured() {
         "graph".to_string()

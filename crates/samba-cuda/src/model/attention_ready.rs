@@ -49,9 +49,7 @@ pub(crate) const COUNTER_STRIDE: usize = 16;
 /// barrier, and the step would say otherwise. (Public as
 /// `samba_cuda::model::persistent_attention_ready_enabled`, for the tests that check it took.)
 pub fn enabled() -> bool {
-    std::env::var("SAMBA_PERSIST_ATT_READY").is_ok_and(|v| v == "1")
-        && std::env::var("SAMBA_NVRTC_DEFINES")
-            .is_ok_and(|d| d.split_whitespace().any(|w| w == "STREAM_ATT_READY=1"))
+    super::persistent::switch_with_define("SAMBA_PERSIST_ATT_READY", "STREAM_ATT_READY=1")
 }
 
 /// A streamed attention op the counters serve: its table row, the RoPE op's row right before it,

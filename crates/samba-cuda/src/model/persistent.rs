@@ -26,6 +26,7 @@ use cudarc::driver::{sys, CudaFunction, DevicePtr, LaunchConfig};
 use super::attention_ready;
 use super::fc2_fold::{fc2_sites, Fc2Fold};
 use super::heads_out_proj::{heads_sites, HeadsOutProj, HeadsSite, MERGE_NEXT_ARG};
+use super::ll_act;
 use super::plan::CudaActivations;
 use super::state::CudaDecodeState;
 use super::streamed_attention::{StreamedShape, PARTIALS_ARG, POS_ARG, SPLITS_ARG};
@@ -353,6 +354,8 @@ pub(crate) struct PersistentStep {
     pub heads_out_proj_layers: usize,
     /// Streamed attention layers started per kv group (attention_ready.rs).
     pub attention_ready_layers: usize,
+    /// MLPs whose fc2 reads the SwiGLU's act as tagged words (ll_act.rs).
+    pub ll_act_layers: usize,
     /// Buffers the table's words point into besides the activations, the state and the weights,
     /// kept alive: the folded x_proj's (an `XProjFold<T>`, T erased), the folded fc2's (an
     /// `Fc2Fold<T>`), the streamed attention's partials and its groups' counters.
@@ -361,6 +364,7 @@ pub(crate) struct PersistentStep {
     _heads: Option<Box<dyn std::any::Any + Send + Sync>>,
     _attention_partials: Option<Buffer<f32>>,
     _attention_ready: Option<Buffer<u64>>,
+    _ll_act: Option<Buffer<u32>>,
 }
 
 impl PersistentStep {
@@ -578,6 +582,34 @@ impl PersistentStep {
                 attention_ready = Some((buf, sites.len()));
             }
         }
+        // fc2 reading the SwiGLU's act as tagged words (ll_act.rs; an experiment, bf16 only)
+        let mut ll = None;
+        if ll_act::enabled() && elem == 2 {
+            let firsts: Vec<usize> = segments
+                .iter()
+                .filter_map(|s| match s {
+                    Segment::Phases { first, .. } => Some(*first),
+                    Segment::Kernel { .. } => None,
+                })
+                .collect();
+            let sites = ll_act::plan(
+                &table,
+                OP_WORDS,
+                &firsts,
+                OpKind::GemvSwiglu as u64,
+                OpKind::Gemv as u64,
+            );
+            if let Some(hidden) = sites.iter().map(|s| s.hidden).max() {
+                let buf = dev.zeros::<u32>(hidden)?;
+                let (ptr, guard) = buf.device_ptr(dev.stream());
+                for site in &sites {
+                    table[site.swiglu_row * OP_WORDS + 4 + ll_act::LL_ACT_ARG] = ptr;
+                    table[site.fc2_row * OP_WORDS + 4 + ll_act::LL_ACT_ARG] = ptr;
+                }
+                drop(guard);
+                ll = Some((buf, sites.len()));
+            }
+        }
         // (every attention that leaves its merge to out_proj ran streamed, before its out_proj)
         let merging = streamed
             .iter()
@@ -630,6 +662,8 @@ impl PersistentStep {
             _attention_partials: attention_partials,
             attention_ready_layers: attention_ready.as_ref().map_or(0, |(_, n)| *n),
             _attention_ready: attention_ready.map(|(b, _)| b),
+            ll_act_layers: ll.as_ref().map_or(0, |(_, n)| *n),
+            _ll_act: ll.map(|(b, _)| b),
         })
     }
 
@@ -853,6 +887,14 @@ fn rows_arg(what: &str) -> Option<usize> {
         "gemv_rope_fwd" | "gemv_conv_fwd" => Some(13),
         _ => None,
     }
+}
+
+/// An experiment's host switch: `var`=1 in the environment with the kernels compiled with
+/// `define` (a word of SAMBA_NVRTC_DEFINES), as the kernel ignores the host's words without it.
+pub(crate) fn switch_with_define(var: &str, define: &str) -> bool {
+    std::env::var(var).is_ok_and(|v| v == "1")
+        && std::env::var("SAMBA_NVRTC_DEFINES")
+            .is_ok_and(|d| d.split_whitespace().any(|w| w == define))
 }
 
 /// Whether `l` is a gemv_fwd of one row of `input` (`input_len` long, no norm) adding into an f32

@@ -190,6 +190,12 @@ impl<T: Elem> CudaActivations<T> {
             .map_or(0, |p| p.heads_out_proj_layers)
     }
 
+    /// The MLPs whose fc2 read the SwiGLU's act as tagged words in the last persistent step (0
+    /// without one; SAMBA_PERSIST_LL=1, an experiment).
+    pub fn persistent_ll_act_layers(&self) -> usize {
+        self.persistent.as_ref().map_or(0, |p| p.ll_act_layers)
+    }
+
     /// The streamed attention layers the last persistent step started per kv group (0 without
     /// one; SAMBA_PERSIST_ATT_READY=1, an experiment).
     pub fn persistent_attention_ready_layers(&self) -> usize {
