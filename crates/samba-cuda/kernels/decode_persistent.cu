@@ -874,7 +874,11 @@ __device__ void persist_consume(const PersistDense<T>& op, int k, unsigned& stag
                                 PersistRing& rb, T* xs, float* ys, float* scratch) {
     constexpr int VEC = GemvVec<T>::N;
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+#if PERSIST_LL
+    PersistInputRegs nw{};  // (zeroed: left as it was where the prefetch skips it, it lived in local memory)
+#else
     PersistInputRegs nw;
+#endif
     // PERSIST_NORM_W_LATE (an experiment, off): the norm weight's loads after the barrier instead
     // of before it, in case the consumers' barrier before the arrival waits for them
 #if !PERSIST_NORM_W_LATE
@@ -909,21 +913,22 @@ __device__ void persist_consume(const PersistDense<T>& op, int k, unsigned& stag
     op.share(u0, u1, per);
     // The epilogue's reads of this thread's first unit, requested before the input row's (they
     // land while it is staged and the dot products run, not on the way to the next barrier).
+    PersistPre<T> pre;
 #if PERSIST_LL
-    // (the tagged input first, without the epilogue's reads in flight: their registers held
-    // across it spilled; they are requested after it, and land during the dot products)
+    // (the tagged input on a path of its own to the dot products: where the two paths met before
+    // the plain staging, the norm weight's registers were live across the tagged staging, and
+    // spilled)
     if (ll_in) {
+        if (threadIdx.x < u1 - u0) persist_prefetch(op, u0 + threadIdx.x, pre);
         PersistInputRegs r;
         persist_stage_ll(xs, r, ll_in, op.in, persist_ll_tag(k - 1));
         persist_consumers_sync();
+    } else
+#endif
+    {
+        if (threadIdx.x < u1 - u0) persist_prefetch(op, u0 + threadIdx.x, pre);
+        persist_stage_input(xs, op, nw, scratch);
     }
-#endif
-    PersistPre<T> pre;
-    if (threadIdx.x < u1 - u0) persist_prefetch(op, u0 + threadIdx.x, pre);
-#if PERSIST_LL
-    if (!ll_in)
-#endif
-    persist_stage_input(xs, op, nw, scratch);
     if (threadIdx.x == 0) {
         PERSIST_TL_MARK(k, 1);  // the input row staged
         // (every consumer's read of x is done: the staging ended with their barrier)
