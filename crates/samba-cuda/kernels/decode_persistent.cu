@@ -527,9 +527,9 @@ __device__ void persist_heads_merge(T* xs, const PersistDense<T>& op, float* scr
 }
 
 #if PERSIST_LL
-// The tagged act (PERSIST_LL, kernels/persist_core.cuh): fc2's input words, if op k reads them
-// (a plain GEMV of bf16 without a norm, not a launch's first op, with the host's word), and the
-// words the SwiGLU op writes.
+// The tagged input (PERSIST_LL, kernels/persist_core.cuh): op k's input words, if it reads them (a
+// plain GEMV of bf16 without a norm, not a launch's first op, with the host's word), and the words
+// a SwiGLU op writes.
 template <typename T>
 __device__ __forceinline__ const u32* persist_ll_input(const PersistDense<T>& op, int k) {
     if (sizeof(T) != 2 || k == 0 || op.kind != PERSIST_GEMV || op.x) return nullptr;
@@ -538,13 +538,6 @@ __device__ __forceinline__ const u32* persist_ll_input(const PersistDense<T>& op
 template <typename T>
 __device__ __forceinline__ u32* persist_ll_output(const PersistDense<T>& op) {
     return sizeof(T) == 2 && op.kind == PERSIST_GEMV_SWIGLU ? (u32*)op.a[PERSIST_LL_ACT] : nullptr;
-}
-// The bits of v as T stores it (T of 2 bytes).
-template <typename T>
-__device__ __forceinline__ u32 persist_bits16(float v) {
-    T t;
-    st(&t, v);
-    return (u32) * reinterpret_cast<const unsigned short*>(&t);
 }
 __device__ __forceinline__ uint4 persist_ld_relaxed_v4(const u32* p) {
     uint4 v;
@@ -964,9 +957,7 @@ __device__ void persist_consume(const PersistDense<T>& op, int k, unsigned& stag
         if (i != threadIdx.x) persist_prefetch(op, u0 + i, pre);
         const float uv = persist_store(op, u0 + i, ys + i * op.nr, pre);
 #if PERSIST_LL
-        if (ll_out)
-            asm volatile("st.relaxed.gpu.global.u32 [%0], %1;" ::"l"(ll_out + u0 + i), "r"(persist_bits16<T>(uv) | ll_tag)
-                         : "memory");
+        if (ll_out) persist_st_ll<T>(ll_out + u0 + i, uv, ll_tag);
 #endif
         // the folded op's inputs: conv's u in place of its sum (one row per unit: this thread's
         // own), SwiGLU's act after the sums (the host sizes ys for them)
@@ -1076,6 +1067,12 @@ __device__ void persist_scan_step(const u64* d, int k, T* xs, int xs_bytes) {
         it.state_inputs(p);
         it.token_inputs(p);
         it.finish(p);
+#if PERSIST_LL
+        // y's tagged words (batch 1): channel e's by the thread that stored y[e] (its n = 0), from
+        // its own store
+        if (u32* ll = sizeof(T) == 2 ? (u32*)d[4 + PERSIST_LL_OUT] : nullptr)
+            if (it.active && it.n == 0 && it.b == 0) persist_st_ll<T>(ll + it.e, ld(p.y + it.e), persist_ll_tag(k) << 16);
+#endif
     }
 }
 
@@ -1142,7 +1139,12 @@ struct ScanStepWide {
         }
     }
     // The step, x_dbl's row in xd (f32: dt_low [R], B [N], C [N]).
+#if PERSIST_LL
+    // (ll, tag_hi: y's tagged words, PERSIST_LL)
+    __device__ void finish(const ScanStepArgs<T>& p, const float* xd, u32* ll, u32 tag_hi) {
+#else
     __device__ void finish(const ScanStepArgs<T>& p, const float* xd) {
+#endif
         constexpr int VEC = GemvVec<T>::N;
         const int N = p.d_state, L = N / 4, nvec = p.dt_rank * (int)sizeof(T) / 16;
         float dot = 0.0f;
@@ -1173,6 +1175,9 @@ struct ScanStepWide {
         }
         for (int o = L / 2; o > 0; o >>= 1) part += __shfl_xor_sync(0xffffffffu, part, o);
         if (active && q == 0) st(p.y + e, (part + dsk * uu) * silu(zz));
+#if PERSIST_LL
+        if (ll && active && q == 0) persist_st_ll<T>(ll + e, (part + dsk * uu) * silu(zz), tag_hi);
+#endif
     }
 };
 
@@ -1192,7 +1197,11 @@ __device__ bool persist_scan_wide(const u64* d, int k, float* xd, int xd_bytes) 
         xd[i] = sums ? stored<T>(persist_scan_sum(d + 4, i)) : ld(p.x_dbl + i);
     persist_scan_zero_next(d + 4);
     persist_consumers_sync();
+#if PERSIST_LL
+    it.finish(p, xd, sizeof(T) == 2 ? (u32*)d[4 + PERSIST_LL_OUT] : nullptr, persist_ll_tag(k) << 16);
+#else
     it.finish(p, xd);
+#endif
     return true;
 }
 #undef PTR

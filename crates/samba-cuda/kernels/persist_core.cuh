@@ -54,8 +54,10 @@
 #define PERSIST_SCAN_ZERO 14    // the next folded layer's sums, zeroed here
 #define PERSIST_SCAN_STRIDE 16  // PERSIST_FOLD_STRIDE's value
 
-// and the SwiGLU's and fc2's, with act passed as tagged words (PERSIST_LL, below)
-#define PERSIST_LL_ACT 14       // act's tagged words (u32: the bf16 value, its writer's tag above it)
+// and, with their outputs passed as tagged words (PERSIST_LL, below), the SwiGLU's and every
+// reader's (a plain GEMV), and the scan step's and the streamed attention's
+#define PERSIST_LL_ACT 14       // the tagged words (u32: the bf16 value, its writer's tag above it)
+#define PERSIST_LL_OUT 18       // (the scan step, the streamed attention) the words they write
 
 typedef unsigned long long u64;
 
@@ -217,10 +219,11 @@ __device__ __forceinline__ unsigned persist_probe_load(const void* p) {
 #define PERSIST_TL_MARK(k, i)
 #endif
 
-// PERSIST_LL (an experiment, off; the host's SAMBA_PERSIST_LL=1, src/model/ll_act.rs): fc2 reads
-// the SwiGLU's act as tagged words instead of waiting at the grid barrier between them, as
-// NCCL's low-latency protocol does. The SwiGLU stores each element of act a second time as one
-// 32-bit word, its bf16 bits below a tag naming the op that wrote it (below); fc2's consumers
+// PERSIST_LL (an experiment, off; the host's SAMBA_PERSIST_LL, src/model/ll_inputs.rs): a plain
+// GEMV reads its input as tagged words instead of waiting at the grid barrier after the op that
+// wrote it, as NCCL's low-latency protocol does: fc2 the SwiGLU's act, out_proj the scan step's
+// y or the streamed attention's output. The writer stores each element a second time as one
+// 32-bit word, its bf16 bits below a tag naming the op that wrote it (below); the GEMV's consumers
 // load the words (relaxed, past L1) and load again those whose tag is not the one they expect.
 // A 32-bit store is single-copy atomic, so a word with the right tag holds the right value. So
 // the boundary costs one round trip to L2 for the input, not the writer's release, the count's
@@ -230,16 +233,29 @@ __device__ __forceinline__ unsigned persist_probe_load(const void* p) {
 // between the last op of one and the first of the next, and fc2 at a launch's first op keeps its
 // barrier-less kernel boundary). A stale word is at most a step (~93 ops) old, so its tag is not
 // the one expected; the words start at zero, a tag never made.
-//   fc2 arrives at its barrier later, with the next op's (one reduction of two), so the counts
-// stay those of the barriers; what the grid barrier ordered is now ordered by the data: a block
-// writes the residual in fc2 only after reading every block's act, which each block wrote after
-// reading the residual for the SwiGLU's RMSNorm.
+//   The GEMV arrives at its barrier later, with the next op's (one reduction of two), so the
+// counts stay those of the barriers; what the grid barrier ordered is now ordered by the data: a
+// block writes the residual in fc2 only after reading every block's act, which each block wrote
+// after reading the residual for the SwiGLU's RMSNorm (out_proj's residual was last read before
+// the scan's or the attention's barrier, which stay).
 #ifndef PERSIST_LL
 #define PERSIST_LL 0
 #endif
 __shared__ u32 persist_ll_ordinal;  // base / G mod 65535 (set once a launch)
 __device__ __forceinline__ u32 persist_ll_tag(int k) {
     return 1u + (persist_ll_ordinal + (u32)k) % 65535u;
+}
+// The bits of v as T stores it (T of 2 bytes).
+template <typename T>
+__device__ __forceinline__ u32 persist_bits16(float v) {
+    T t;
+    st(&t, v);
+    return (u32) * reinterpret_cast<const unsigned short*>(&t);
+}
+// A tagged word: v as T below `tag_hi` (the tag, shifted up 16), one relaxed 32-bit store.
+template <typename T>
+__device__ __forceinline__ void persist_st_ll(u32* p, float v, u32 tag_hi) {
+    asm volatile("st.relaxed.gpu.global.u32 [%0], %1;" ::"l"(p), "r"(persist_bits16<T>(v) | tag_hi) : "memory");
 }
 
 // Passes every barrier up to k this block has not passed yet (uniform over the consumers); with

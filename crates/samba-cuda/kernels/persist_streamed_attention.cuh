@@ -173,7 +173,13 @@ __device__ void stream_att_store_kv(const T* grp, int qpg, int hd, T* k_cache, T
 // stored to o (T, global or shared memory); w and ls: B floats each of shared memory. By every
 // consumer thread; the partials were written by other blocks (read from L2).
 template <typename T>
+#if PERSIST_LL
+// (ll, tag_hi: the output's tagged words too, where ll is set: PERSIST_LL)
+__device__ void stream_att_merge_head(const float* src, int B, int hd, float* w, float* ls, float* scratch, T* o,
+                                      u32* ll = nullptr, u32 tag_hi = 0) {
+#else
 __device__ void stream_att_merge_head(const float* src, int B, int hd, float* w, float* ls, float* scratch, T* o) {
+#endif
     float big = -INFINITY;
     for (int r = threadIdx.x; r < B; r += PERSIST_CONSUMERS) {
         w[r] = __ldcg(src + (long)r * (hd + 2) + hd);
@@ -201,6 +207,9 @@ __device__ void stream_att_merge_head(const float* src, int B, int hd, float* w,
                 if (r0 + j < B) a = fmaf(v[j], w[r0 + j], a);
         }
         st(o + d, a * inv_l);
+#if PERSIST_LL
+        if (ll) persist_st_ll<T>(ll + d, a * inv_l, tag_hi);
+#endif
     }
 }
 // The consumers' part of the streamed attention: the online softmax over nk keys (K, V: rows of hd
@@ -469,9 +478,18 @@ __device__ void persist_streamed_attention(const StreamedAttention<T>& at, int k
     if (!stream_att_last) return;
     __threadfence();  // (the other blocks' partials, after the count)
     // the group's last block: merge each head's B ranges, store the output and this token's k, v
+#if PERSIST_LL
+    u32* ll = sizeof(T) == 2 ? (u32*)at.a[PERSIST_LL_OUT] : nullptr;
+#endif
     for (int i = 0; i < qpg; ++i) {
+#if PERSIST_LL
+        stream_att_merge_head(part + (long)(g * qpg + i) * B * (hd + 2), B, hd, w, ls, scratch,
+                              at.out() + (long)(g * qpg + i) * hd, ll ? ll + (long)(g * qpg + i) * hd : nullptr,
+                              persist_ll_tag(k) << 16);
+#else
         stream_att_merge_head(part + (long)(g * qpg + i) * B * (hd + 2), B, hd, w, ls, scratch,
                               at.out() + (long)(g * qpg + i) * hd);
+#endif
         persist_consumers_sync();  // w and ls serve the next head
     }
     if (at.cap() > 0) stream_att_store_kv(grp, qpg, hd, at.k_cache(), at.v_cache(), at.slot(p, g));

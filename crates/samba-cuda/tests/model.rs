@@ -288,22 +288,41 @@ fn decode_case<T: Elem>(
             "{name}: streamed attention layers started per kv group"
         );
     }
-    // SAMBA_PERSIST_LL=1 with the kernels' PERSIST_LL=1: in bf16, fc2 reads its SwiGLU's act as
-    // tagged words in every MLP but those whose fc2 starts a launch of the step (at most one per
-    // MAX_LAUNCH_OPS ops: none in the tiny layouts)
+    // SAMBA_PERSIST_LL=1 (or =act) with the kernels' PERSIST_LL=1: in bf16, the GEMV after each
+    // SwiGLU (fc2), scan step and streamed attention (out_proj, unless split by heads) reads its
+    // input as tagged words (=act: after the SwiGLUs only), but for those that start a launch of
+    // the step (at most one per MAX_LAUNCH_OPS ops: none in the tiny layouts)
     if acts.persistent_active() && samba_cuda::model::persistent_ll_enabled() {
-        let mlps = (0..config.n_layer)
-            .flat_map(|i| config.layout.sublayers(i))
-            .filter(|s| matches!(s, Sublayer::Mlp | Sublayer::Mlp2))
-            .count();
-        let ll = acts.persistent_ll_act_layers();
+        let count = |f: fn(&Sublayer) -> bool| {
+            (0..config.n_layer)
+                .flat_map(|i| config.layout.sublayers(i))
+                .filter(|s| f(s))
+                .count()
+        };
+        let every = std::env::var("SAMBA_PERSIST_LL").is_ok_and(|v| v == "1");
+        let want = [
+            count(|s| matches!(s, Sublayer::Mlp | Sublayer::Mlp2)),
+            if every {
+                count(|s| matches!(s, Sublayer::Mamba))
+            } else {
+                0
+            },
+            if every {
+                acts.persistent_streamed_attention_layers()
+                    - acts.persistent_heads_out_proj_layers()
+            } else {
+                0
+            },
+        ];
+        let got = acts.persistent_ll_sites();
         if size_of::<T>() == 2 {
+            let (w, g): (usize, usize) = (want.iter().sum(), got.iter().sum());
             assert!(
-                ll <= mlps && ll + mlps / 16 >= mlps && (mlps == 0 || ll > 0),
-                "{name}: {ll} of {mlps} MLPs read the tagged act"
+                (0..3).all(|i| got[i] <= want[i] && (want[i] == 0 || got[i] > 0)) && g + w / 8 >= w,
+                "{name}: tagged inputs after SwiGLU, scan, attention: {got:?} of {want:?}"
             );
         } else {
-            assert_eq!(ll, 0, "{name}: the tagged act is bf16 only");
+            assert_eq!(got, [0; 3], "{name}: the tagged inputs are bf16 only");
         }
     }
     // SAMBA_PERSIST_FC2_FOLD=1: every MLP's fc2 runs folded into its SwiGLU phase
@@ -320,13 +339,13 @@ fn decode_case<T: Elem>(
     }
     let graph = if acts.persistent_active() {
         format!(
-            "persistent kernel, x_proj folded in {} layers, fc2 in {}, {} streamed attention layers ({} merged by out_proj, {} started per kv group), act tagged in {}",
+            "persistent kernel, x_proj folded in {} layers, fc2 in {}, {} streamed attention layers ({} merged by out_proj, {} started per kv group), tagged inputs {:?}",
             acts.persistent_folded_layers(),
             acts.persistent_fc2_folded_layers(),
             acts.persistent_streamed_attention_layers(),
             acts.persistent_heads_out_proj_layers(),
             acts.persistent_attention_ready_layers(),
-            acts.persistent_ll_act_layers()
+            acts.persistent_ll_sites()
         )
     } else if acts.graph_captured() {
         "graph".to_string()

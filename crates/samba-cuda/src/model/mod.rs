@@ -25,7 +25,7 @@ mod decode;
 mod fc2_fold;
 mod fused;
 mod heads_out_proj;
-mod ll_act;
+mod ll_inputs;
 mod mamba;
 mod mlp;
 mod persistent;
@@ -36,7 +36,7 @@ mod xproj_fold;
 
 pub use attention_ready::enabled as persistent_attention_ready_enabled;
 pub use decode::DecodeKernels;
-pub use ll_act::enabled as persistent_ll_enabled;
+pub use ll_inputs::enabled as persistent_ll_enabled;
 pub use plan::{activation_bytes, describe_step, CudaActivations, LogitRows};
 pub use state::CudaDecodeState;
 

@@ -26,7 +26,7 @@ use cudarc::driver::{sys, CudaFunction, DevicePtr, LaunchConfig};
 use super::attention_ready;
 use super::fc2_fold::{fc2_sites, Fc2Fold};
 use super::heads_out_proj::{heads_sites, HeadsOutProj, HeadsSite, MERGE_NEXT_ARG};
-use super::ll_act;
+use super::ll_inputs::{self, Writer};
 use super::plan::CudaActivations;
 use super::state::CudaDecodeState;
 use super::streamed_attention::{StreamedShape, PARTIALS_ARG, POS_ARG, SPLITS_ARG};
@@ -354,8 +354,9 @@ pub(crate) struct PersistentStep {
     pub heads_out_proj_layers: usize,
     /// Streamed attention layers started per kv group (attention_ready.rs).
     pub attention_ready_layers: usize,
-    /// MLPs whose fc2 reads the SwiGLU's act as tagged words (ll_act.rs).
-    pub ll_act_layers: usize,
+    /// The writers of the GEMVs that read their input as tagged words, one per such GEMV
+    /// (ll_inputs.rs).
+    pub ll_sites: Vec<Writer>,
     /// Buffers the table's words point into besides the activations, the state and the weights,
     /// kept alive: the folded x_proj's (an `XProjFold<T>`, T erased), the folded fc2's (an
     /// `Fc2Fold<T>`), the streamed attention's partials and its groups' counters.
@@ -364,7 +365,7 @@ pub(crate) struct PersistentStep {
     _heads: Option<Box<dyn std::any::Any + Send + Sync>>,
     _attention_partials: Option<Buffer<f32>>,
     _attention_ready: Option<Buffer<u64>>,
-    _ll_act: Option<Buffer<u32>>,
+    _ll_words: Option<Buffer<u32>>,
 }
 
 impl PersistentStep {
@@ -582,9 +583,10 @@ impl PersistentStep {
                 attention_ready = Some((buf, sites.len()));
             }
         }
-        // fc2 reading the SwiGLU's act as tagged words (ll_act.rs; an experiment, bf16 only)
+        // GEMVs reading their input as tagged words (ll_inputs.rs; an experiment, bf16 only)
         let mut ll = None;
-        if ll_act::enabled() && elem == 2 {
+        let writers = ll_inputs::writers();
+        if !writers.is_empty() && elem == 2 {
             let firsts: Vec<usize> = segments
                 .iter()
                 .filter_map(|s| match s {
@@ -592,22 +594,30 @@ impl PersistentStep {
                     Segment::Kernel { .. } => None,
                 })
                 .collect();
-            let sites = ll_act::plan(
+            let kind_of = |w: Writer| {
+                (match w {
+                    Writer::Swiglu => OpKind::GemvSwiglu,
+                    Writer::Scan => OpKind::ScanStep,
+                    Writer::Attention => OpKind::StreamedAttention,
+                }) as u64
+            };
+            let sites = ll_inputs::plan(
                 &table,
                 OP_WORDS,
                 &firsts,
-                OpKind::GemvSwiglu as u64,
+                &writers,
+                kind_of,
                 OpKind::Gemv as u64,
             );
-            if let Some(hidden) = sites.iter().map(|s| s.hidden).max() {
-                let buf = dev.zeros::<u32>(hidden)?;
+            if let Some(len) = sites.iter().map(|s| s.len).max() {
+                let buf = dev.zeros::<u32>(len)?;
                 let (ptr, guard) = buf.device_ptr(dev.stream());
                 for site in &sites {
-                    table[site.swiglu_row * OP_WORDS + 4 + ll_act::LL_ACT_ARG] = ptr;
-                    table[site.fc2_row * OP_WORDS + 4 + ll_act::LL_ACT_ARG] = ptr;
+                    table[site.writer_row * OP_WORDS + 4 + site.writer.arg()] = ptr;
+                    table[site.reader_row * OP_WORDS + 4 + ll_inputs::LL_IN_ARG] = ptr;
                 }
                 drop(guard);
-                ll = Some((buf, sites.len()));
+                ll = Some((buf, sites));
             }
         }
         // (every attention that leaves its merge to out_proj ran streamed, before its out_proj)
@@ -662,8 +672,10 @@ impl PersistentStep {
             _attention_partials: attention_partials,
             attention_ready_layers: attention_ready.as_ref().map_or(0, |(_, n)| *n),
             _attention_ready: attention_ready.map(|(b, _)| b),
-            ll_act_layers: ll.as_ref().map_or(0, |(_, n)| *n),
-            _ll_act: ll.map(|(b, _)| b),
+            ll_sites: ll
+                .as_ref()
+                .map_or(Vec::new(), |(_, s)| s.iter().map(|s| s.writer).collect()),
+            _ll_words: ll.map(|(b, _)| b),
         })
     }
 
@@ -892,9 +904,12 @@ fn rows_arg(what: &str) -> Option<usize> {
 /// An experiment's host switch: `var`=1 in the environment with the kernels compiled with
 /// `define` (a word of SAMBA_NVRTC_DEFINES), as the kernel ignores the host's words without it.
 pub(crate) fn switch_with_define(var: &str, define: &str) -> bool {
-    std::env::var(var).is_ok_and(|v| v == "1")
-        && std::env::var("SAMBA_NVRTC_DEFINES")
-            .is_ok_and(|d| d.split_whitespace().any(|w| w == define))
+    std::env::var(var).is_ok_and(|v| v == "1") && defines_contain(define)
+}
+
+/// Whether the kernels are compiled with `define` (a word of SAMBA_NVRTC_DEFINES).
+pub(crate) fn defines_contain(define: &str) -> bool {
+    std::env::var("SAMBA_NVRTC_DEFINES").is_ok_and(|d| d.split_whitespace().any(|w| w == define))
 }
 
 /// Whether `l` is a gemv_fwd of one row of `input` (`input_len` long, no norm) adding into an f32

@@ -190,10 +190,19 @@ impl<T: Elem> CudaActivations<T> {
             .map_or(0, |p| p.heads_out_proj_layers)
     }
 
-    /// The MLPs whose fc2 read the SwiGLU's act as tagged words in the last persistent step (0
-    /// without one; SAMBA_PERSIST_LL=1, an experiment).
-    pub fn persistent_ll_act_layers(&self) -> usize {
-        self.persistent.as_ref().map_or(0, |p| p.ll_act_layers)
+    /// The GEMVs that read their input as tagged words in the last persistent step, by their
+    /// writer's kind: after a SwiGLU (fc2), a scan step and an attention (out_proj) (zeros
+    /// without one; SAMBA_PERSIST_LL, an experiment).
+    pub fn persistent_ll_sites(&self) -> [usize; 3] {
+        let mut n = [0; 3];
+        for w in self.persistent.iter().flat_map(|p| &p.ll_sites) {
+            n[match w {
+                super::ll_inputs::Writer::Swiglu => 0,
+                super::ll_inputs::Writer::Scan => 1,
+                super::ll_inputs::Writer::Attention => 2,
+            }] += 1;
+        }
+        n
     }
 
     /// The streamed attention layers the last persistent step started per kv group (0 without
