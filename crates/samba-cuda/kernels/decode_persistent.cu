@@ -567,6 +567,10 @@ __device__ __noinline__ uint4 persist_ll_spin(const u32* p, u32 tag) {
 #ifndef PERSIST_LL_VECS
 #define PERSIST_LL_VECS 3
 #endif
+static_assert(PERSIST_LL_VECS <= PERSIST_INPUT_VECS, "the tagged staging uses the plain row's registers");
+#if PERSIST_LL && PERSIST_POOL > 0
+#error "PERSIST_LL: the dynamic pool's SwiGLU units write no tagged words"
+#endif
 // xs[0, in) = the values of the words ll[0, in) once each carries `tag` (in a multiple of 4, ll
 // 16-byte aligned: the host's checks), through r (the plain input's registers). Each thread loads
 // its vectors of four words at once and loads again any vector not yet written; a second without
@@ -914,6 +918,9 @@ __device__ void persist_consume(const PersistDense<T>& op, int k, unsigned& stag
     if (ll_in) {
         if (threadIdx.x < u1 - u0) persist_prefetch(op, u0 + threadIdx.x, pre);
         PersistInputRegs r;
+        // (the barrier persist_pass would have held: the op before, e.g. the scan step, may still
+        // read xs in other warps of this block)
+        persist_consumers_sync();
         persist_stage_ll(xs, r, ll_in, op.in, persist_ll_tag(k - 1));
         persist_consumers_sync();
     } else
