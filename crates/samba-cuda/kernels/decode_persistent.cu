@@ -654,7 +654,6 @@ __device__ void persist_stage_input(T* xs, const PersistDense<T>& op, const Pers
     persist_consumers_sync();
 }
 
-
 // ys[r] = the dot products of rows [r, r + R) in the ring (a stride of rs bytes) with xs, by one
 // warp (lane 0 stores): each input vector is unpacked once for the R rows. Each row's sum is one
 // chain of FMAs (split into 2, 4 or 8 chains it measured slower: 1.32 ms per step against 1.28).
@@ -1181,9 +1180,14 @@ struct ScanStepWide {
             *reinterpret_cast<float4*>(p.h + (long)e * N + 4 * q) = hv;
         }
         for (int o = L / 2; o > 0; o >>= 1) part += __shfl_xor_sync(0xffffffffu, part, o);
-        if (active && q == 0) st(p.y + e, (part + dsk * uu) * silu(zz));
 #if PERSIST_LL
-        if (ll && active && q == 0) persist_st_ll<T>(ll + e, (part + dsk * uu) * silu(zz), tag_hi);
+        if (active && q == 0) {
+            const float y = (part + dsk * uu) * silu(zz);
+            st(p.y + e, y);
+            if (ll) persist_st_ll<T>(ll + e, y, tag_hi);
+        }
+#else
+        if (active && q == 0) st(p.y + e, (part + dsk * uu) * silu(zz));
 #endif
     }
 };

@@ -237,7 +237,10 @@ __device__ __forceinline__ unsigned persist_probe_load(const void* p) {
 // counts stay those of the barriers; what the grid barrier ordered is now ordered by the data: a
 // block writes the residual in fc2 only after reading every block's act, which each block wrote
 // after reading the residual for the SwiGLU's RMSNorm (out_proj's residual was last read before
-// the scan's or the attention's barrier, which stay).
+// the scan's or the attention's barrier, which stay; with STREAM_ATT_READY the attention's blocks
+// do not wait at theirs, and the order comes from the data again: the qkv blocks' reads of the
+// residual come before their qkv rows, which the attention waits for, and a block with no qkv
+// units reads the residual for nothing).
 #ifndef PERSIST_LL
 #define PERSIST_LL 0
 #endif
@@ -263,8 +266,8 @@ __device__ __forceinline__ void persist_st_ll(u32* p, float v, u32 tag_hi) {
 // group's counter instead: STREAM_ATT_READY). (S counters on their own lines, block b arriving
 // at b % S, measured no faster: PERSIST_BARRIER_SPLIT, sessions 7-8, docs/gpu.md.)
 #if PERSIST_LL
-// (with the tagged act, a block skips fc2's barrier and arrives at it with the next: one
-// reduction adding both, one poll)
+// (a block skips the barrier of a GEMV with a tagged input and arrives at it with the next op's:
+// one reduction adding both, one poll)
 template <bool WAIT = true>
 __device__ __forceinline__ void persist_pass(int k) {
     if (persist_sync.passed >= k) return;

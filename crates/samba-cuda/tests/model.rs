@@ -301,7 +301,9 @@ fn decode_case<T: Elem>(
         };
         let every = std::env::var("SAMBA_PERSIST_LL").is_ok_and(|v| v == "1");
         let want = [
-            count(|s| matches!(s, Sublayer::Mlp | Sublayer::Mlp2)),
+            // (a folded fc2 is no op of its own: SAMBA_PERSIST_FC2_FOLD)
+            count(|s| matches!(s, Sublayer::Mlp | Sublayer::Mlp2))
+                - acts.persistent_fc2_folded_layers(),
             if every {
                 count(|s| matches!(s, Sublayer::Mamba))
             } else {

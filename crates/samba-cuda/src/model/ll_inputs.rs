@@ -45,11 +45,11 @@ const GEMV_IN: usize = 10;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Writer {
     /// gemv_swiglu_fwd: act (arg 0) of `hidden` (arg 10), rows (arg 8).
-    Swiglu,
+    Swiglu = 0,
     /// scan_step_fwd: y (arg 0) of d_inner (arg 10).
-    Scan,
+    Scan = 1,
     /// attention_decode_fwd, as a streamed phase: its output (arg 0), heads (7) x head_dim (9).
-    Attention,
+    Attention = 2,
 }
 
 impl Writer {
@@ -90,6 +90,15 @@ pub fn writers() -> Vec<Writer> {
 /// for the tests that check it took).
 pub fn enabled() -> bool {
     !writers().is_empty()
+}
+
+/// The sites per writer kind (indexed by `Writer as usize`).
+pub(crate) fn counts(sites: &[LlSite]) -> [usize; 3] {
+    let mut n = [0; 3];
+    for s in sites {
+        n[s.writer as usize] += 1;
+    }
+    n
 }
 
 /// A GEMV that reads its input as tagged words: its table row, its writer's (the row before it),
@@ -209,6 +218,7 @@ mod tests {
                 (5, 6, Writer::Attention, 2304)
             ]
         );
+        assert_eq!(counts(&sites), [1, 1, 1]);
         // only the kinds asked for
         let act = plan(&t, WORDS, &[0], &[Writer::Swiglu], kind_of, GEMV);
         assert_eq!(act.len(), 1);

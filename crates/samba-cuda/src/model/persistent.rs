@@ -354,9 +354,8 @@ pub(crate) struct PersistentStep {
     pub heads_out_proj_layers: usize,
     /// Streamed attention layers started per kv group (attention_ready.rs).
     pub attention_ready_layers: usize,
-    /// The writers of the GEMVs that read their input as tagged words, one per such GEMV
-    /// (ll_inputs.rs).
-    pub ll_sites: Vec<Writer>,
+    /// The GEMVs that read their input as tagged words, per writer kind (ll_inputs.rs: `counts`).
+    pub ll_sites: [usize; 3],
     /// Buffers the table's words point into besides the activations, the state and the weights,
     /// kept alive: the folded x_proj's (an `XProjFold<T>`, T erased), the folded fc2's (an
     /// `Fc2Fold<T>`), the streamed attention's partials and its groups' counters.
@@ -617,7 +616,7 @@ impl PersistentStep {
                     table[site.reader_row * OP_WORDS + 4 + ll_inputs::LL_IN_ARG] = ptr;
                 }
                 drop(guard);
-                ll = Some((buf, sites));
+                ll = Some((buf, ll_inputs::counts(&sites)));
             }
         }
         // (every attention that leaves its merge to out_proj ran streamed, before its out_proj)
@@ -672,9 +671,7 @@ impl PersistentStep {
             _attention_partials: attention_partials,
             attention_ready_layers: attention_ready.as_ref().map_or(0, |(_, n)| *n),
             _attention_ready: attention_ready.map(|(b, _)| b),
-            ll_sites: ll
-                .as_ref()
-                .map_or(Vec::new(), |(_, s)| s.iter().map(|s| s.writer).collect()),
+            ll_sites: ll.as_ref().map_or([0; 3], |(_, n)| *n),
             _ll_words: ll.map(|(b, _)| b),
         })
     }

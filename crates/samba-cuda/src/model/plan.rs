@@ -194,15 +194,7 @@ impl<T: Elem> CudaActivations<T> {
     /// writer's kind: after a SwiGLU (fc2), a scan step and an attention (out_proj) (zeros
     /// without one; SAMBA_PERSIST_LL, an experiment).
     pub fn persistent_ll_sites(&self) -> [usize; 3] {
-        let mut n = [0; 3];
-        for w in self.persistent.iter().flat_map(|p| &p.ll_sites) {
-            n[match w {
-                super::ll_inputs::Writer::Swiglu => 0,
-                super::ll_inputs::Writer::Scan => 1,
-                super::ll_inputs::Writer::Attention => 2,
-            }] += 1;
-        }
-        n
+        self.persistent.as_ref().map_or([0; 3], |p| p.ll_sites)
     }
 
     /// The streamed attention layers the last persistent step started per kv group (0 without
